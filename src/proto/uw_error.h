@@ -11,7 +11,7 @@
 /* X(enum name, value, short name, message) */
 #define UW_ERRORS(X)                                                                               \
 	X(UW_OK, 0, "OK", "success")                                                               \
-	X(UW_E_INVAL, -1, "INVAL", "invalid argument")                                            \
+	X(UW_E_INVAL, -1, "INVAL", "invalid argument")                                             \
 	X(UW_E_NOMEM, -2, "NOMEM", "out of memory")                                                \
 	X(UW_E_PROTO, -3, "PROTO", "protocol error")                                               \
 	X(UW_E_VERSION, -4, "VERSION", "unsupported USB/IP protocol version")                      \

@@ -30,24 +30,24 @@
 /* Largest transfer_buffer_length accepted in a CMD_SUBMIT (and so the largest actual_length in a
  * RET_SUBMIT). Linux clients send scatter-gather bulk URBs of a few hundred KiB (usb-storage
  * max_sectors 240 KiB; UAS more); 16 MiB leaves room and bounds one URB's memory. */
-#define UW_MAX_TRANSFER_LEN (16u * 1024u * 1024u)
+#define UW_MAX_TRANSFER_LEN    (16u * 1024u * 1024u)
 /* A control transfer's data stage is bounded by wLength, a u16. */
-#define UW_MAX_CONTROL_LEN 65535u
+#define UW_MAX_CONTROL_LEN     65535u
 /* number_of_packets of an isochronous URB: the kernel's USBIP_MAX_ISO_PACKETS. */
-#define UW_MAX_ISO_PACKETS 1024u
+#define UW_MAX_ISO_PACKETS     1024u
 /* Largest isochronous packet: SuperSpeed 1024 bytes x 16 bursts x 3 (mult). */
-#define UW_MAX_ISO_PACKET_LEN 49152u
+#define UW_MAX_ISO_PACKET_LEN  49152u
 /* Devices accepted in one OP_REP_DEVLIST by a client (usbip-host allows 16 busids; emulated
  * servers may have more). Bounds what a client walks before it trusts a device list. */
 #define UW_MAX_DEVLIST_DEVICES 1024u
 /* Largest negative errno accepted as a URB status (Linux MAX_ERRNO). */
-#define UW_MAX_ERRNO 4095
+#define UW_MAX_ERRNO           4095
 
 /* ---- Limits on USB descriptors from a device or a server --------------------------------- */
 #define UW_MAX_CONFIG_TOTAL_LEN 65535u /* wTotalLength is a u16 */
 #define UW_MAX_INTERFACES       32u    /* interfaces per configuration (Linux USB_MAXINTERFACES) */
-#define UW_MAX_ALTSETTINGS      128u   /* alternate settings per interface (Linux USB_MAXALTSETTING) */
-#define UW_MAX_ENDPOINTS        30u    /* endpoints per interface setting (15 IN + 15 OUT) */
-#define UW_MAX_BOS_CAPS         64u    /* device capabilities walked in one BOS descriptor */
+#define UW_MAX_ALTSETTINGS      128u /* alternate settings per interface (Linux USB_MAXALTSETTING) */
+#define UW_MAX_ENDPOINTS        30u  /* endpoints per interface setting (15 IN + 15 OUT) */
+#define UW_MAX_BOS_CAPS         64u  /* device capabilities walked in one BOS descriptor */
 
 #endif /* UW_LIMITS_H */
