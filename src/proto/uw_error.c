@@ -11,7 +11,7 @@ struct err_entry {
 
 static const struct err_entry err_table[] = {
 #define UW_ERR_ROW_(name, value, shortname, msg) {value, shortname, msg},
-	UW_ERRORS(UW_ERR_ROW_)
+    UW_ERRORS(UW_ERR_ROW_)
 #undef UW_ERR_ROW_
 };
 
