@@ -1,15 +1,44 @@
 /* SPDX-License-Identifier: MIT */
+/*
+ * usbwire - USB/IP server and client. One program, subcommands in the habits of the stock
+ * usbip/usbipd tools: serve, list, attach, port, detach, info, bench.
+ */
 #include <stdio.h>
 #include <string.h>
 
-#include "uw_error.h"
+#include "cli.h"
+
+static const struct uw_cmd_entry commands[] = {
+    {"serve", cmd_serve, "export devices over USB/IP (emulated or real)"},
+    {"list", cmd_list, "list devices exported by a server (-r HOST) or local ones (-l)"},
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: usbwire COMMAND [OPTIONS]\n\ncommands:\n");
+	for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+		fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\nRun 'usbwire COMMAND --help' for a command's options. See usbwire(1).\n");
+}
 
 int main(int argc, char **argv)
 {
-	if (argc > 1 && strcmp(argv[1], "--version") == 0) {
-		printf("usbwire 0.1.0\n");
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		printf("usbwire %s (USB/IP protocol 1.1.1)\n", UW_VERSION);
 		return 0;
 	}
-	fprintf(stderr, "usage: usbwire COMMAND [ARGS]\n");
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].fn(argc - 1, argv + 1);
+	cli_err("unknown command \"%s\"", argv[1]);
+	usage(stderr);
 	return 2;
 }

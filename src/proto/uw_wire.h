@@ -91,6 +91,28 @@ enum uw_xfer {
 #define UW_URB_DIR_MASK            0x00000200u
 #define UW_URB_DMA_MAP_SG          0x00040000u
 
+/* Linux errno values used as URB status on the wire (docs/protocol.md §3.7). They are Linux's
+ * numbers whatever the host, so they are spelled out here. */
+enum uw_urb_errno {
+	UW_URB_OK = 0,
+	UW_URB_ENOENT = -2,
+	UW_URB_EIO = -5,
+	UW_URB_EXDEV = -18,
+	UW_URB_ENODEV = -19,
+	UW_URB_EINVAL = -22,
+	UW_URB_EPIPE = -32,
+	UW_URB_ENOSPC = -28,
+	UW_URB_EBADR = -53,
+	UW_URB_ETIME = -62,
+	UW_URB_EPROTO = -71,
+	UW_URB_EOVERFLOW = -75,
+	UW_URB_EMSGSIZE = -90,
+	UW_URB_ECONNRESET = -104,
+	UW_URB_ESHUTDOWN = -108,
+	UW_URB_ETIMEDOUT = -110,
+	UW_URB_EREMOTEIO = -121,
+};
+
 /* ---- Decoder result ---------------------------------------------------------------------- */
 
 enum uw_dec_status { UW_DEC_DONE = 0, UW_DEC_MORE = 1, UW_DEC_ERROR = 2 };

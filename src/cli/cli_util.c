@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: MIT */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "uw_limits.h"
+#include "uw_net.h"
+
+static void log_stderr(void *user, int level, const char *line)
+{
+	(void)user;
+	static const char *const names[] = {"error", "warning", "info", "debug"};
+	struct timespec ts;
+	struct tm tm;
+	char when[32];
+	clock_gettime(CLOCK_REALTIME, &ts);
+	localtime_r(&ts.tv_sec, &tm);
+	strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+	fprintf(stderr, "%s.%03ld %s: %s\n", when, ts.tv_nsec / 1000000,
+	        level >= 0 && level <= 3 ? names[level] : "?", line);
+}
+
+void cli_logger(uw_logger *lg, int level)
+{
+	lg->fn = log_stderr;
+	lg->user = NULL;
+	lg->level = level;
+}
+
+void cli_err(const char *fmt, ...)
+{
+	va_list ap;
+	fputs("usbwire: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+bool cli_host_port(const char *arg, char *host, size_t cap, uint16_t *port)
+{
+	if (uw_net_split_hostport(arg, UW_DEFAULT_PORT, host, cap, port) != 0 || !host[0]) {
+		cli_err("invalid address \"%s\" (expected HOST, HOST:PORT, [IPV6]:PORT)", arg);
+		return false;
+	}
+	return true;
+}
+
+void cli_json_str(const char *s)
+{
+	putchar('"');
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			printf("\\%c", *p);
+		else if (*p < 0x20)
+			printf("\\u%04x", *p);
+		else
+			putchar(*p);
+	}
+	putchar('"');
+}

@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * usbwire serve [--listen ADDR[:PORT]]... [--export SPEC]...
+ * Exports devices over USB/IP until SIGINT/SIGTERM; then cancels what is in flight, lets every
+ * device release (storage flushes), and exits.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "uw_emu.h"
+#include "uw_loop.h"
+#include "uw_net.h"
+#include "uw_server.h"
+
+/* Emulated devices live on a bus of their own; the n-th --export of them is 99-n. */
+#define EMU_BUSNUM 99u
+
+struct serve_state {
+	uw_loop *loop;
+	uw_server *srv;
+	uw_logger log;
+	int sigfd;
+	int signals;
+};
+
+static void serve_usage(FILE *f)
+{
+	fprintf(
+	    f,
+	    "usage: usbwire serve [--listen ADDR[:PORT]]... [--export SPEC]... [OPTIONS]\n"
+	    "\n"
+	    "  -l, --listen ADDR[:PORT]  listen there (repeatable); default every local address,\n"
+	    "                            IPv4 and IPv6, port 3240. Examples: 127.0.0.1,\n"
+	    "                            127.0.0.1:3241, [::1]:3240, :3241\n"
+	    "  -e, --export SPEC         export a device (repeatable):\n");
+	for (const struct uw_emu_kind *k = uw_emu_kinds; k->kind; k++)
+		fprintf(f, "                              %-34s %s\n", k->usage, k->help);
+	fprintf(f, "      --handshake-timeout S seconds a client has to send its request (10)\n"
+	           "      --max-sessions N      connections at once (256)\n"
+	           "  -v, --verbose             log every connection\n"
+	           "  -q, --quiet               log only warnings and errors\n");
+}
+
+static void on_stopped(void *arg)
+{
+	struct serve_state *st = arg;
+	uw_loop_stop(st->loop);
+}
+
+static void on_signal(void *arg, uint32_t events)
+{
+	struct serve_state *st = arg;
+	struct signalfd_siginfo si;
+	(void)events;
+	while (read(st->sigfd, &si, sizeof si) == (ssize_t)sizeof si) {
+		if (++st->signals > 1) {
+			uw_logf(&st->log, UW_LOG_WARN, "second signal: exiting now");
+			uw_loop_stop(st->loop);
+			return;
+		}
+		uw_logf(&st->log, UW_LOG_INFO, "%s: shutting down (send again to exit at once)",
+		        strsignal((int)si.ssi_signo));
+		uw_server_shutdown(st->srv, 5000, on_stopped, st);
+	}
+}
+
+int cmd_serve(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"listen", required_argument, NULL, 'l'},
+	    {"export", required_argument, NULL, 'e'},
+	    {"handshake-timeout", required_argument, NULL, 'H'},
+	    {"max-sessions", required_argument, NULL, 'M'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"quiet", no_argument, NULL, 'q'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *listens[UW_NET_MAX_LISTEN];
+	const char *exports[256];
+	size_t nlisten = 0, nexport = 0;
+	int level = UW_LOG_INFO;
+	unsigned handshake = 10, max_sessions = 256;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "l:e:vqh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			if (nlisten == UW_NET_MAX_LISTEN) {
+				cli_err("serve: at most %d --listen", UW_NET_MAX_LISTEN);
+				return 2;
+			}
+			listens[nlisten++] = optarg;
+			break;
+		case 'e':
+			if (nexport == sizeof exports / sizeof *exports) {
+				cli_err("serve: at most 256 --export");
+				return 2;
+			}
+			exports[nexport++] = optarg;
+			break;
+		case 'H':
+		case 'M': {
+			char *end;
+			unsigned long v = strtoul(optarg, &end, 10);
+			if (*end || v == 0 || v > 100000) {
+				cli_err("serve: invalid number \"%s\"", optarg);
+				return 2;
+			}
+			if (c == 'H')
+				handshake = (unsigned)v;
+			else
+				max_sessions = (unsigned)v;
+			break;
+		}
+		case 'v':
+			level = UW_LOG_DEBUG;
+			break;
+		case 'q':
+			level = UW_LOG_WARN;
+			break;
+		case 'h':
+			serve_usage(stdout);
+			return 0;
+		default:
+			serve_usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		cli_err("serve: unexpected argument \"%s\"", argv[optind]);
+		return 2;
+	}
+
+	struct serve_state st = {.sigfd = -1};
+	cli_logger(&st.log, level);
+	signal(SIGPIPE, SIG_IGN);
+	st.loop = uw_loop_new();
+	struct uw_server_config cfg = {
+	    .loop = st.loop,
+	    .log = st.log,
+	    .handshake_ms = handshake * 1000,
+	    .max_sessions = max_sessions,
+	};
+	st.srv = st.loop ? uw_server_new(&cfg) : NULL;
+	if (!st.srv) {
+		cli_err("serve: out of memory");
+		return 1;
+	}
+	int rc = 1;
+	unsigned emu_n = 0;
+	for (size_t i = 0; i < nexport; i++) {
+		char err[512] = "";
+		uw_dev *d = NULL;
+		if (!strncmp(exports[i], "emu:", 4)) {
+			char busid[UW_BUSID_SIZE];
+			emu_n++;
+			snprintf(busid, sizeof busid, "%u-%u", EMU_BUSNUM, emu_n);
+			if (uw_emu_create(exports[i], busid, EMU_BUSNUM, emu_n, st.loop, &st.log,
+			                  &d, err, sizeof err) != UW_OK) {
+				cli_err("%s", err);
+				goto out;
+			}
+		} else {
+			cli_err("serve: cannot export \"%s\": a spec starts with emu: (emulated "
+			        "device) or usb: (real device)",
+			        exports[i]);
+			goto out;
+		}
+		if (uw_server_add_device(st.srv, d) != UW_OK) {
+			cli_err("serve: duplicate busid %s", d->info.busid);
+			d->ops->destroy(d);
+			goto out;
+		}
+		uw_logf(&st.log, UW_LOG_INFO, "export %s: %s (%04x:%04x, %s)", d->info.busid,
+		        d->spec, d->info.id_vendor, d->info.id_product,
+		        uw_speed_name(d->info.speed));
+	}
+	if (nexport == 0)
+		uw_logf(&st.log, UW_LOG_WARN, "no --export given: the device list is empty");
+	if (nlisten == 0)
+		listens[nlisten++] = "";
+	for (size_t i = 0; i < nlisten; i++) {
+		char host[256], err[300];
+		uint16_t port;
+		if (uw_net_split_hostport(listens[i], UW_DEFAULT_PORT, host, sizeof host, &port)) {
+			cli_err("serve: invalid --listen \"%s\" (expected ADDR[:PORT])",
+			        listens[i]);
+			goto out;
+		}
+		int fds[UW_NET_MAX_LISTEN];
+		size_t n;
+		if (uw_net_listen(host, port, fds, UW_NET_MAX_LISTEN, &n, err, sizeof err)) {
+			cli_err("serve: %s", err);
+			goto out;
+		}
+		for (size_t k = 0; k < n; k++) {
+			char name[80];
+			uw_net_sock_name(fds[k], name, sizeof name);
+			uw_server_add_listener(st.srv, fds[k]);
+			uw_logf(&st.log, UW_LOG_INFO, "listening on %s", name);
+		}
+	}
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	st.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (st.sigfd < 0 || uw_loop_add_fd(st.loop, st.sigfd, UW_EV_IN, on_signal, &st)) {
+		cli_err("serve: signalfd: %s", strerror(errno));
+		goto out;
+	}
+	rc = uw_loop_run(st.loop) == 0 ? 0 : 1;
+	uw_logf(&st.log, UW_LOG_INFO, "stopped");
+out:
+	if (st.sigfd >= 0) {
+		uw_loop_del_fd(st.loop, st.sigfd);
+		close(st.sigfd);
+	}
+	uw_server_free(st.srv);
+	uw_loop_free(st.loop);
+	return rc;
+}

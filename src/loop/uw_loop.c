@@ -1,0 +1,313 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uw_loop.c - epoll event loop with one-shot timers and a thread-safe post queue (eventfd).
+ *
+ * Watches are kept in a table indexed by fd, so a callback that deletes another fd's watch (or
+ * its own) is safe: events for a deleted fd that were already returned by epoll_wait in the same
+ * round are skipped by checking a per-watch generation.
+ */
+#include "uw_loop.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "uw_error.h"
+
+struct watch {
+	uw_io_fn fn;
+	void *arg;
+	uint64_t gen; /* 0: free */
+};
+
+struct uw_timer {
+	uint64_t due;
+	uint64_t seq; /* ties broken by creation order */
+	uw_task_fn fn;
+	void *arg;
+	struct uw_timer *next;
+};
+
+struct post {
+	uw_task_fn fn;
+	void *arg;
+	struct post *next;
+};
+
+struct uw_loop {
+	int epfd;
+	int evfd;
+	struct watch *watches;
+	size_t nwatches;
+	uint64_t gen;
+	struct uw_timer *timers; /* sorted by (due, seq) */
+	uint64_t timer_seq;
+	uint64_t now;
+	pthread_t thread;
+	bool running;
+	atomic_bool stop; /* set from any thread */
+	pthread_mutex_t post_lock;
+	struct post *post_head, *post_tail;
+};
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uw_loop *uw_loop_new(void)
+{
+	uw_loop *l = calloc(1, sizeof *l);
+	if (!l)
+		return NULL;
+	l->epfd = epoll_create1(EPOLL_CLOEXEC);
+	l->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (l->epfd < 0 || l->evfd < 0)
+		goto fail;
+	struct epoll_event ev = {.events = EPOLLIN, .data.fd = -1};
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) < 0)
+		goto fail;
+	pthread_mutex_init(&l->post_lock, NULL);
+	l->now = mono_ms();
+	return l;
+fail:
+	if (l->epfd >= 0)
+		close(l->epfd);
+	if (l->evfd >= 0)
+		close(l->evfd);
+	free(l);
+	return NULL;
+}
+
+void uw_loop_free(uw_loop *l)
+{
+	if (!l)
+		return;
+	while (l->timers) {
+		struct uw_timer *t = l->timers;
+		l->timers = t->next;
+		free(t);
+	}
+	while (l->post_head) {
+		struct post *p = l->post_head;
+		l->post_head = p->next;
+		free(p);
+	}
+	pthread_mutex_destroy(&l->post_lock);
+	close(l->epfd);
+	close(l->evfd);
+	free(l->watches);
+	free(l);
+}
+
+static uint32_t to_epoll(uint32_t events)
+{
+	uint32_t e = 0;
+	if (events & UW_EV_IN)
+		e |= EPOLLIN | EPOLLRDHUP;
+	if (events & UW_EV_OUT)
+		e |= EPOLLOUT;
+	return e;
+}
+
+int uw_loop_add_fd(uw_loop *l, int fd, uint32_t events, uw_io_fn fn, void *arg)
+{
+	if (fd < 0 || !fn)
+		return UW_E_INVAL;
+	if ((size_t)fd >= l->nwatches) {
+		size_t n = l->nwatches ? l->nwatches : 64;
+		while (n <= (size_t)fd)
+			n *= 2;
+		struct watch *w = realloc(l->watches, n * sizeof *w);
+		if (!w)
+			return UW_E_NOMEM;
+		memset(w + l->nwatches, 0, (n - l->nwatches) * sizeof *w);
+		l->watches = w;
+		l->nwatches = n;
+	}
+	if (l->watches[fd].gen)
+		return UW_E_EXISTS;
+	struct epoll_event ev = {.events = to_epoll(events), .data.fd = fd};
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		return errno == ENOMEM ? UW_E_NOMEM : UW_E_INVAL;
+	l->watches[fd] = (struct watch){fn, arg, ++l->gen};
+	return UW_OK;
+}
+
+int uw_loop_mod_fd(uw_loop *l, int fd, uint32_t events)
+{
+	if (fd < 0 || (size_t)fd >= l->nwatches || !l->watches[fd].gen)
+		return UW_E_NOTFOUND;
+	struct epoll_event ev = {.events = to_epoll(events), .data.fd = fd};
+	return epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev) < 0 ? UW_E_INVAL : UW_OK;
+}
+
+void uw_loop_del_fd(uw_loop *l, int fd)
+{
+	if (fd < 0 || (size_t)fd >= l->nwatches || !l->watches[fd].gen)
+		return;
+	epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
+	l->watches[fd].gen = 0;
+}
+
+uw_timer *uw_loop_timer_add(uw_loop *l, uint64_t ms, uw_task_fn fn, void *arg)
+{
+	struct uw_timer *t = malloc(sizeof *t);
+	if (!t)
+		return NULL;
+	t->due = mono_ms() + ms;
+	t->seq = ++l->timer_seq;
+	t->fn = fn;
+	t->arg = arg;
+	struct uw_timer **pp = &l->timers;
+	while (*pp && ((*pp)->due < t->due || ((*pp)->due == t->due && (*pp)->seq < t->seq)))
+		pp = &(*pp)->next;
+	t->next = *pp;
+	*pp = t;
+	return t;
+}
+
+void uw_loop_timer_cancel(uw_loop *l, uw_timer *t)
+{
+	if (!t)
+		return;
+	for (struct uw_timer **pp = &l->timers; *pp; pp = &(*pp)->next) {
+		if (*pp == t) {
+			*pp = t->next;
+			free(t);
+			return;
+		}
+	}
+}
+
+int uw_loop_post(uw_loop *l, uw_task_fn fn, void *arg)
+{
+	struct post *p = malloc(sizeof *p);
+	if (!p)
+		return UW_E_NOMEM;
+	p->fn = fn;
+	p->arg = arg;
+	p->next = NULL;
+	pthread_mutex_lock(&l->post_lock);
+	bool was_empty = l->post_head == NULL;
+	if (l->post_tail)
+		l->post_tail->next = p;
+	else
+		l->post_head = p;
+	l->post_tail = p;
+	pthread_mutex_unlock(&l->post_lock);
+	if (was_empty) {
+		uint64_t one = 1;
+		/* A full counter (EAGAIN) still wakes the loop; nothing to do about a failure. */
+		ssize_t n = write(l->evfd, &one, sizeof one);
+		(void)n;
+	}
+	return UW_OK;
+}
+
+void uw_loop_stop(uw_loop *l)
+{
+	atomic_store(&l->stop, true);
+	uint64_t one = 1;
+	ssize_t n = write(l->evfd, &one, sizeof one);
+	(void)n;
+}
+
+bool uw_loop_in_thread(const uw_loop *l)
+{
+	return l->running && pthread_equal(l->thread, pthread_self());
+}
+
+uint64_t uw_loop_now_ms(uw_loop *l)
+{
+	return l->now;
+}
+
+static void run_posts(uw_loop *l)
+{
+	uint64_t v;
+	ssize_t n = read(l->evfd, &v, sizeof v);
+	(void)n;
+	pthread_mutex_lock(&l->post_lock);
+	struct post *p = l->post_head;
+	l->post_head = l->post_tail = NULL;
+	pthread_mutex_unlock(&l->post_lock);
+	while (p) {
+		struct post *next = p->next;
+		p->fn(p->arg);
+		free(p);
+		p = next;
+	}
+}
+
+static void run_timers(uw_loop *l)
+{
+	/* Only timers due now; ones added by callbacks wait for the next round. */
+	uint64_t now = l->now;
+	uint64_t last_seq = l->timer_seq;
+	while (l->timers && l->timers->due <= now && l->timers->seq <= last_seq) {
+		struct uw_timer *t = l->timers;
+		l->timers = t->next;
+		uw_task_fn fn = t->fn;
+		void *arg = t->arg;
+		free(t);
+		fn(arg);
+	}
+}
+
+int uw_loop_run(uw_loop *l)
+{
+	l->thread = pthread_self();
+	l->running = true;
+	atomic_store(&l->stop, false);
+	struct epoll_event evs[64];
+	uint64_t gens[64];
+	while (!atomic_load(&l->stop)) {
+		int timeout = -1;
+		l->now = mono_ms();
+		if (l->timers)
+			timeout = l->timers->due <= l->now ? 0 : (int)(l->timers->due - l->now);
+		int n = epoll_wait(l->epfd, evs, 64, timeout);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			l->running = false;
+			return UW_E_IO;
+		}
+		l->now = mono_ms();
+		/* Remember which watch each event was for, so deleted/replaced ones are skipped. */
+		for (int i = 0; i < n; i++) {
+			int fd = evs[i].data.fd;
+			gens[i] = fd >= 0 && (size_t)fd < l->nwatches ? l->watches[fd].gen : 0;
+		}
+		for (int i = 0; i < n; i++) {
+			int fd = evs[i].data.fd;
+			if (fd < 0) {
+				run_posts(l);
+				continue;
+			}
+			if ((size_t)fd >= l->nwatches || !gens[i] || l->watches[fd].gen != gens[i])
+				continue;
+			uint32_t e = 0;
+			if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP))
+				e |= UW_EV_IN;
+			if (evs[i].events & EPOLLOUT)
+				e |= UW_EV_OUT;
+			if (evs[i].events & (EPOLLERR | EPOLLHUP))
+				e |= UW_EV_ERR;
+			struct watch w = l->watches[fd];
+			w.fn(w.arg, e);
+		}
+		run_timers(l);
+	}
+	l->running = false;
+	return UW_OK;
+}

@@ -1,0 +1,1234 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uw_server.c - USB/IP server sessions.
+ *
+ * Data path, per connection:
+ *   read()  -> rbuf -> uw_cmd_hdr_decode() -> urb_ctx (buffer sized only after validation)
+ *           -> OUT payload copied from rbuf, the rest recv()'d straight into the URB buffer
+ *           -> dev->ops->submit()
+ *   done()  -> (other thread: completion queue + one loop wake-up per batch)
+ *           -> reply queued on the one ordered output queue (header, data, ISO descriptors as
+ *              separate iovecs: no copy of payload) -> one sendmsg() per burst.
+ * Limits per session: URBs in flight and bytes of URB buffers; over either, the session stops
+ * reading (backpressure) until completions free room. Nothing a peer sends sizes an allocation
+ * before uw_wire.c has checked it against uw_limits.h.
+ */
+#include "uw_server.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "uw_net.h"
+#include "uw_wire.h"
+
+#define RBUF_SIZE   (256u * 1024u)
+#define HASH_SIZE   256u
+#define MAX_IOV     256
+#define READ_ROUNDS 64
+
+struct session;
+struct listener;
+
+/* One reply on the output queue: a header plus up to n parts of payload. */
+struct out_item {
+	struct out_item *next;
+	struct urb_ctx *urb; /* freed once the reply is written; NULL for op replies */
+	void *heap;          /* freed once written (op replies) */
+	uint8_t hdr[UW_URB_HDR_LEN];
+	size_t hdr_len;
+	struct iovec *parts;
+	unsigned nparts;
+	struct iovec inline_parts[2];
+};
+
+struct urb_ctx {
+	uw_urb u;
+	struct session *s;
+	struct urb_ctx *hnext;  /* seqnum hash chain */
+	struct urb_ctx *cqnext; /* cross-thread completion queue */
+	bool unlinking;
+	uint32_t unlink_seq;
+	int32_t req_np;    /* number_of_packets as sent (echoed for non-ISO -1) */
+	uint8_t *iso_wire; /* ISO descriptors: received, then re-encoded for the reply */
+	size_t mem;        /* bytes charged to the session */
+	struct out_item out;
+};
+
+struct export
+{
+	uw_dev *dev;
+	struct session *owner;
+	bool gone;
+};
+
+enum sess_state {
+	S_OP,    /* waiting for OP_REQ_DEVLIST / OP_REQ_IMPORT */
+	S_URB,   /* imported: CMD_SUBMIT / CMD_UNLINK */
+	S_DRAIN, /* device gone: finishing replies, then closing */
+	S_DEAD,  /* connection closed; waiting for URBs still in the backend */
+};
+
+struct session {
+	uw_server *srv;
+	struct session *next, *prev;
+	int fd;
+	char peer[64];
+	enum sess_state st;
+	uw_timer *hs_timer;
+	struct export *exp;
+	uint32_t devid;
+
+	uint8_t *rbuf;
+	size_t rlen;
+	/* Payload being received for a CMD_SUBMIT: OUT data, then ISO descriptors. */
+	struct urb_ctx *rx;
+	uint8_t *rx_dst[2];
+	size_t rx_len[2];
+	int rx_part;
+	size_t rx_off;
+
+	struct urb_ctx *hash[HASH_SIZE];
+	unsigned inflight; /* submitted, not finished */
+	size_t mem;        /* URB buffers charged, until their replies are written */
+
+	struct out_item *oq_head, *oq_tail;
+	size_t oq_off; /* bytes of the head item already written */
+	bool want_out;
+	bool paused;
+	bool close_after_flush;
+	int depth; /* > 0 while a callback of ours is on the stack */
+
+	pthread_mutex_t cq_lock;
+	struct urb_ctx *cq_head, *cq_tail;
+	bool cq_posted;
+
+	uint64_t urbs;
+	uint64_t started;
+};
+
+struct uw_server {
+	struct uw_server_config cfg;
+	struct export *exports;
+	size_t nexports;
+	int lfds[16];
+	struct listener *listeners[16];
+	size_t nl;
+	struct session *sessions;
+	struct uw_server_stats stats;
+	bool shutting_down;
+	uw_task_fn sd_done;
+	void *sd_arg;
+	uw_timer *sd_timer;
+};
+
+#define LOG(srv, lvl, ...) uw_logf(&(srv)->cfg.log, lvl, __VA_ARGS__)
+
+static void session_flush(struct session *s);
+static void session_end(struct session *s, const char *why);
+static void session_leave(struct session *s);
+static void queue_item(struct session *s, struct out_item *it);
+static void check_shutdown_done(uw_server *srv);
+
+/* ---- Small helpers ------------------------------------------------------------------------- */
+
+static struct urb_ctx *hash_find(struct session *s, uint32_t seq)
+{
+	for (struct urb_ctx *c = s->hash[seq % HASH_SIZE]; c; c = c->hnext)
+		if (c->u.seqnum == seq)
+			return c;
+	return NULL;
+}
+
+static void hash_del(struct session *s, struct urb_ctx *ctx)
+{
+	for (struct urb_ctx **pp = &s->hash[ctx->u.seqnum % HASH_SIZE]; *pp; pp = &(*pp)->hnext) {
+		if (*pp == ctx) {
+			*pp = ctx->hnext;
+			return;
+		}
+	}
+}
+
+static void ctx_free(struct session *s, struct urb_ctx *ctx)
+{
+	s->mem -= ctx->mem;
+	free(ctx->u.buf);
+	free(ctx->u.iso);
+	free(ctx->iso_wire);
+	if (ctx->out.parts != ctx->out.inline_parts)
+		free(ctx->out.parts);
+	free(ctx);
+}
+
+static void item_free(struct session *s, struct out_item *it)
+{
+	if (it->urb)
+		ctx_free(s, it->urb); /* the item is embedded in it */
+	else {
+		free(it->heap);
+		free(it);
+	}
+}
+
+/* Updates epoll interest from want_out/paused/state. */
+static void session_watch(struct session *s)
+{
+	if (s->fd < 0)
+		return;
+	uint32_t ev = 0;
+	if (!s->paused && (s->st == S_OP || s->st == S_URB) && !s->close_after_flush)
+		ev |= UW_EV_IN;
+	if (s->want_out)
+		ev |= UW_EV_OUT;
+	uw_loop_mod_fd(s->srv->cfg.loop, s->fd, ev);
+}
+
+/* ---- Replies ----------------------------------------------------------------------------- */
+
+static struct out_item *op_reply(const uint8_t *bytes, size_t n)
+{
+	struct out_item *it = calloc(1, sizeof *it);
+	void *copy = malloc(n);
+	if (!it || !copy) {
+		free(it);
+		free(copy);
+		return NULL;
+	}
+	memcpy(copy, bytes, n);
+	it->heap = copy;
+	it->parts = it->inline_parts;
+	it->parts[0] = (struct iovec){copy, n};
+	it->nparts = 1;
+	return it;
+}
+
+static void queue_item(struct session *s, struct out_item *it)
+{
+	it->next = NULL;
+	if (s->oq_tail)
+		s->oq_tail->next = it;
+	else
+		s->oq_head = it;
+	s->oq_tail = it;
+}
+
+static void queue_ret_unlink(struct session *s, uint32_t seq, int32_t status)
+{
+	struct out_item *it = calloc(1, sizeof *it);
+	if (!it) {
+		session_end(s, "out of memory");
+		return;
+	}
+	uw_urb_hdr h = {.command = UW_RET_UNLINK, .seqnum = seq};
+	h.u.ret_unlink.status = status;
+	uw_urb_hdr_encode(&h, it->hdr);
+	it->hdr_len = UW_URB_HDR_LEN;
+	it->parts = it->inline_parts;
+	queue_item(s, it);
+}
+
+/* Builds the RET_SUBMIT for a finished URB into its embedded out_item and queues it. */
+static void queue_ret_submit(struct session *s, struct urb_ctx *ctx)
+{
+	uw_urb *u = &ctx->u;
+	struct out_item *it = &ctx->out;
+	uw_urb_hdr h = {.command = UW_RET_SUBMIT, .seqnum = u->seqnum};
+	uint32_t actual = u->actual > u->len ? u->len : u->actual;
+	int32_t errors = 0;
+	it->parts = it->inline_parts;
+	it->nparts = 0;
+	it->urb = ctx;
+	if (u->xfer == UW_XFER_ISO) {
+		/* Linux requires actual_length == sum of the packets; IN data goes compacted. */
+		uint64_t sum = 0;
+		unsigned n = u->num_iso;
+		struct iovec *parts = n + 1 > 2 ? calloc(n + 1, sizeof *parts) : it->inline_parts;
+		if (!parts) {
+			session_end(s, "out of memory");
+			ctx_free(s, ctx);
+			return;
+		}
+		it->parts = parts;
+		for (unsigned i = 0; i < n; i++) {
+			uw_iso_pkt *p = &u->iso[i];
+			if (p->actual_length > p->length)
+				p->actual_length = p->length;
+			if (p->status)
+				errors++;
+			sum += p->actual_length;
+			if (u->dir == UW_DIR_IN && p->actual_length)
+				parts[it->nparts++] =
+				    (struct iovec){u->buf + p->offset, p->actual_length};
+			uw_iso_desc d = {p->offset, p->length, p->actual_length, p->status};
+			uw_iso_desc_encode(&d, ctx->iso_wire + (size_t)i * UW_ISO_DESC_LEN);
+		}
+		if (n)
+			parts[it->nparts++] =
+			    (struct iovec){ctx->iso_wire, (size_t)n * UW_ISO_DESC_LEN};
+		actual = (uint32_t)sum;
+		h.u.ret.number_of_packets = (int32_t)n;
+	} else {
+		if (u->dir == UW_DIR_IN && actual)
+			it->parts[it->nparts++] = (struct iovec){u->buf, actual};
+		/* docs/protocol.md §4.5: 0, but echo -1 to a client that sent -1. */
+		h.u.ret.number_of_packets = ctx->req_np == -1 ? -1 : 0;
+	}
+	h.u.ret.status = u->status;
+	h.u.ret.actual_length = (int32_t)actual;
+	h.u.ret.start_frame = u->start_frame;
+	h.u.ret.error_count = errors;
+	uw_urb_hdr_encode(&h, it->hdr);
+	it->hdr_len = UW_URB_HDR_LEN;
+	queue_item(s, it);
+}
+
+/* ---- Completion ---------------------------------------------------------------------------- */
+
+static void release_device(struct session *s)
+{
+	struct export *e = s->exp;
+	if (!e)
+		return;
+	s->exp = NULL;
+	if (e->dev->ops->release)
+		e->dev->ops->release(e->dev);
+	e->owner = NULL;
+	LOG(s->srv, UW_LOG_INFO, "%s: released %s", s->peer, e->dev->info.busid);
+	check_shutdown_done(s->srv);
+}
+
+/* A URB finished (loop thread): reply per the unlink rules, or drop it if the client is gone. */
+static void urb_finish(struct urb_ctx *ctx)
+{
+	struct session *s = ctx->s;
+	hash_del(s, ctx);
+	s->inflight--;
+	s->urbs++;
+	s->srv->stats.urbs++;
+	if (s->st == S_DEAD) {
+		ctx_free(s, ctx);
+		if (s->inflight == 0)
+			release_device(s);
+		return;
+	}
+	if (ctx->unlinking) {
+		uint32_t useq = ctx->unlink_seq;
+		if (ctx->u.status == UW_URB_ECONNRESET) {
+			/* Cancelled in time: the RET_UNLINK stands in for the RET_SUBMIT. */
+			ctx_free(s, ctx);
+			queue_ret_unlink(s, useq, UW_URB_ECONNRESET);
+		} else {
+			/* Finished before the cancel took effect: its data first, then the unlink.
+			 */
+			queue_ret_submit(s, ctx);
+			queue_ret_unlink(s, useq, 0);
+		}
+	} else {
+		queue_ret_submit(s, ctx);
+	}
+	if (s->st == S_DRAIN && s->inflight == 0)
+		s->close_after_flush = true;
+}
+
+/* Resumes reading once completions have freed room, and handles what is already buffered. */
+static void process_rbuf(struct session *s);
+
+static bool over_budget(const struct session *s)
+{
+	const struct uw_server_config *c = &s->srv->cfg;
+	return s->inflight >= c->max_urbs || (s->mem >= c->max_bytes && s->inflight > 0);
+}
+
+static void session_kick(struct session *s)
+{
+	if (s->st == S_DEAD)
+		return;
+	if (s->paused && !over_budget(s)) {
+		s->paused = false;
+		process_rbuf(s);
+	}
+	session_flush(s);
+	session_watch(s);
+}
+
+static void cq_drain(void *arg)
+{
+	struct session *s = arg;
+	pthread_mutex_lock(&s->cq_lock);
+	struct urb_ctx *c = s->cq_head;
+	s->cq_head = s->cq_tail = NULL;
+	s->cq_posted = false;
+	pthread_mutex_unlock(&s->cq_lock);
+	s->depth++;
+	while (c) {
+		struct urb_ctx *next = c->cqnext;
+		urb_finish(c);
+		c = next;
+	}
+	session_kick(s);
+	s->depth--;
+	session_leave(s);
+}
+
+/* uw_urb.done: called by backends on any thread, exactly once per URB. */
+static void urb_done(uw_urb *u)
+{
+	struct urb_ctx *ctx = (struct urb_ctx *)u;
+	struct session *s = ctx->s;
+	if (uw_loop_in_thread(s->srv->cfg.loop)) {
+		s->depth++;
+		urb_finish(ctx);
+		if (s->depth == 1)
+			session_kick(s);
+		s->depth--;
+		session_leave(s);
+		return;
+	}
+	pthread_mutex_lock(&s->cq_lock);
+	ctx->cqnext = NULL;
+	if (s->cq_tail)
+		s->cq_tail->cqnext = ctx;
+	else
+		s->cq_head = ctx;
+	s->cq_tail = ctx;
+	bool post = !s->cq_posted;
+	s->cq_posted = true;
+	pthread_mutex_unlock(&s->cq_lock);
+	if (post)
+		uw_loop_post(s->srv->cfg.loop, cq_drain, s);
+}
+
+/* ---- Submitting ---------------------------------------------------------------------------- */
+
+static int ep_type_cb(void *user, uint32_t ep, uint32_t dir)
+{
+	struct session *s = user;
+	uw_dev *d = s->exp->dev;
+	return d->ops->ep_type(d, ep, dir);
+}
+
+/* Checks a whole CMD_SUBMIT against the device; 0 to submit it, or the status to fail it with. */
+static int32_t submit_check(struct urb_ctx *ctx)
+{
+	uw_urb *u = &ctx->u;
+	if (u->xfer == UW_XFER_UNKNOWN)
+		return UW_URB_EPIPE; /* no such endpoint in the current configuration */
+	if (u->xfer == UW_XFER_CONTROL) {
+		/* The header frames the data; the SETUP packet says what the device does. A
+		 * data stage in the other direction than bmRequestType would corrupt memory in
+		 * some device stacks and warns in Linux: refuse it. */
+		if (u->setup.w_length != u->len)
+			return UW_URB_EINVAL;
+		if (u->len && (u->setup.bm_request_type & 0x80 ? UW_DIR_IN : UW_DIR_OUT) != u->dir)
+			return UW_URB_EINVAL;
+	}
+	if (u->xfer == UW_XFER_ISO && u->num_iso == 0)
+		return UW_URB_EINVAL;
+	return 0;
+}
+
+static void start_urb(struct session *s, struct urb_ctx *ctx)
+{
+	uw_urb *u = &ctx->u;
+	if (u->xfer == UW_XFER_ISO && u->num_iso) {
+		for (uint32_t i = 0; i < u->num_iso; i++) {
+			uw_iso_desc d;
+			uw_iso_desc_decode(ctx->iso_wire + (size_t)i * UW_ISO_DESC_LEN, &d);
+			u->iso[i] = (uw_iso_pkt){d.offset, d.length, 0, 0};
+		}
+	}
+	if (u->xfer == UW_XFER_CONTROL)
+		uw_setup_decode(ctx->out.hdr, &u->setup); /* raw setup was parked in out.hdr */
+	struct urb_ctx **bucket = &s->hash[u->seqnum % HASH_SIZE];
+	ctx->hnext = *bucket;
+	*bucket = ctx;
+	s->inflight++;
+	int32_t st = submit_check(ctx);
+	if (!st && u->xfer == UW_XFER_CONTROL && u->setup.bm_request_type == 0x00 &&
+	    u->setup.b_request == 0x05) {
+		/* SET_ADDRESS: the client's own business (Linux vhci never sends it). */
+		st = 1;
+	}
+	if (st) {
+		uw_urb_complete(u, st == 1 ? 0 : st, 0);
+		return;
+	}
+	uw_dev *d = s->exp->dev;
+	d->ops->submit(d, u);
+}
+
+static void rx_setup(struct session *s, struct urb_ctx *ctx, size_t data_len, size_t iso_len)
+{
+	s->rx = ctx;
+	s->rx_dst[0] = ctx->u.buf;
+	s->rx_len[0] = data_len;
+	s->rx_dst[1] = ctx->iso_wire;
+	s->rx_len[1] = iso_len;
+	s->rx_part = data_len ? 0 : 1;
+	s->rx_off = 0;
+}
+
+/* All payload of s->rx is in: validate ISO descriptors and submit. Returns false if the
+ * session ended. */
+static bool rx_complete(struct session *s)
+{
+	struct urb_ctx *ctx = s->rx;
+	s->rx = NULL;
+	if (ctx->u.num_iso) {
+		uw_dec d;
+		if (uw_iso_check_cmd(ctx->iso_wire, ctx->u.num_iso, (int32_t)ctx->u.len,
+		                     UW_URB_HDR_LEN + (ctx->u.dir == UW_DIR_OUT ? ctx->u.len : 0),
+		                     &d) != UW_DEC_DONE) {
+			char msg[256];
+			s->srv->stats.protocol_errors++;
+			LOG(s->srv, UW_LOG_WARN, "%s: bad CMD_SUBMIT seqnum %u, closing: %s",
+			    s->peer, ctx->u.seqnum, uw_dec_format(&d, msg, sizeof msg));
+			ctx_free(s, ctx);
+			session_end(s, NULL);
+			return false;
+		}
+	}
+	start_urb(s, ctx);
+	return s->st != S_DEAD;
+}
+
+/* Feeds buffered bytes into the payload being received. Returns bytes consumed. */
+static size_t rx_feed(struct session *s, const uint8_t *p, size_t n)
+{
+	size_t used = 0;
+	while (s->rx && used < n) {
+		size_t want = s->rx_len[s->rx_part] - s->rx_off;
+		size_t k = n - used < want ? n - used : want;
+		memcpy(s->rx_dst[s->rx_part] + s->rx_off, p + used, k);
+		used += k;
+		s->rx_off += k;
+		if (s->rx_off == s->rx_len[s->rx_part]) {
+			if (s->rx_part == 0 && s->rx_len[1]) {
+				s->rx_part = 1;
+				s->rx_off = 0;
+			} else if (!rx_complete(s)) {
+				break;
+			}
+		}
+	}
+	return used;
+}
+
+static void protocol_error(struct session *s, const char *what, const uw_dec *d)
+{
+	char msg[256];
+	s->srv->stats.protocol_errors++;
+	LOG(s->srv, UW_LOG_WARN, "%s: %s, closing: %s", s->peer, what,
+	    uw_dec_format(d, msg, sizeof msg));
+	session_end(s, NULL);
+}
+
+/* One URB-phase header at p (48 bytes present). Returns false to stop processing. */
+static bool handle_urb_hdr(struct session *s, const uint8_t *p, size_t n, size_t *used)
+{
+	uw_urb_hdr h;
+	int xfer;
+	size_t data_len, iso_len;
+	uw_dec d;
+	enum uw_dec_status st =
+	    uw_cmd_hdr_decode(p, n, ep_type_cb, s, &h, &xfer, &data_len, &iso_len, &d);
+	if (st == UW_DEC_MORE)
+		return false;
+	if (st == UW_DEC_ERROR) {
+		protocol_error(s, "bad URB header", &d);
+		return false;
+	}
+	if (h.devid != s->devid) {
+		d = (uw_dec){.status = UW_DEC_ERROR,
+		             .err = UW_E_PROTO,
+		             .off = 8,
+		             .what = "usbip_header.devid: not the imported device's",
+		             .value = h.devid};
+		protocol_error(s, "bad URB header", &d);
+		return false;
+	}
+	if (h.command == UW_CMD_UNLINK) {
+		*used = UW_URB_HDR_LEN;
+		struct urb_ctx *t = hash_find(s, h.u.unlink.seqnum);
+		if (t && !t->unlinking) {
+			t->unlinking = true;
+			t->unlink_seq = h.seqnum;
+			s->exp->dev->ops->cancel(s->exp->dev, &t->u);
+		} else {
+			/* Unknown, already answered, or being unlinked already: nothing to cancel.
+			 * Its RET_SUBMIT, if any, is ahead of this on the ordered queue. */
+			queue_ret_unlink(s, h.seqnum, 0);
+		}
+		return true;
+	}
+	if (hash_find(s, h.seqnum)) {
+		d = (uw_dec){.status = UW_DEC_ERROR,
+		             .err = UW_E_PROTO,
+		             .off = 4,
+		             .what = "CMD_SUBMIT.seqnum: already in flight",
+		             .value = h.seqnum};
+		protocol_error(s, "bad CMD_SUBMIT", &d);
+		return false;
+	}
+	size_t len = (size_t)h.u.submit.transfer_buffer_length;
+	if (s->inflight > 0 &&
+	    (s->inflight >= s->srv->cfg.max_urbs || s->mem + len > s->srv->cfg.max_bytes)) {
+		s->paused = true; /* backpressure: leave it in rbuf until completions free room */
+		return false;
+	}
+	struct urb_ctx *ctx = calloc(1, sizeof *ctx);
+	uint32_t np = xfer == UW_XFER_ISO ? (uint32_t)h.u.submit.number_of_packets : 0;
+	if (ctx && len)
+		ctx->u.buf = malloc(len);
+	if (ctx && np) {
+		ctx->u.iso = calloc(np, sizeof *ctx->u.iso);
+		ctx->iso_wire = malloc((size_t)np * UW_ISO_DESC_LEN);
+	}
+	if (!ctx || (len && !ctx->u.buf) || (np && (!ctx->u.iso || !ctx->iso_wire))) {
+		if (ctx) {
+			free(ctx->u.buf);
+			free(ctx->u.iso);
+			free(ctx->iso_wire);
+			free(ctx);
+		}
+		session_end(s, "out of memory");
+		return false;
+	}
+	ctx->s = s;
+	ctx->mem = len + (size_t)np * (sizeof(uw_iso_pkt) + UW_ISO_DESC_LEN);
+	s->mem += ctx->mem;
+	ctx->req_np = h.u.submit.number_of_packets;
+	uw_urb *u = &ctx->u;
+	u->seqnum = h.seqnum;
+	u->ep = (uint8_t)h.ep;
+	u->dir = (uint8_t)h.direction;
+	u->xfer = (uint8_t)xfer;
+	u->flags = h.u.submit.transfer_flags;
+	u->len = (uint32_t)len;
+	u->start_frame = h.u.submit.start_frame;
+	u->interval = h.u.submit.interval;
+	u->num_iso = np;
+	u->done = urb_done;
+	u->owner = ctx;
+	memcpy(ctx->out.hdr, h.u.submit.setup, UW_SETUP_LEN);
+	*used = UW_URB_HDR_LEN;
+	if (data_len + iso_len) {
+		rx_setup(s, ctx, data_len, iso_len);
+		return true;
+	}
+	s->rx = ctx;
+	return rx_complete(s);
+}
+
+/* ---- Op phase ------------------------------------------------------------------------------ */
+
+static struct export *find_export(uw_server *srv, const char *busid)
+{
+	for (size_t i = 0; i < srv->nexports; i++)
+		if (strcmp(srv->exports[i].dev->info.busid, busid) == 0)
+			return &srv->exports[i];
+	return NULL;
+}
+
+static void reply_devlist(struct session *s)
+{
+	uw_server *srv = s->srv;
+	size_t total = UW_OP_REP_DEVLIST_HDR;
+	uint32_t n = 0;
+	for (size_t i = 0; i < srv->nexports; i++) {
+		struct export *e = &srv->exports[i];
+		if (e->owner || e->gone)
+			continue; /* like usbipd: imported devices are not listed */
+		total += uw_devlist_entry_len(e->dev->info.num_interfaces);
+		n++;
+	}
+	uint8_t *buf = malloc(total);
+	struct out_item *it = buf ? calloc(1, sizeof *it) : NULL;
+	if (!it) {
+		free(buf);
+		session_end(s, "out of memory");
+		return;
+	}
+	size_t pos = (size_t)uw_op_rep_devlist_hdr_encode(buf, total, n);
+	for (size_t i = 0; i < srv->nexports; i++) {
+		struct export *e = &srv->exports[i];
+		if (e->owner || e->gone)
+			continue;
+		int k =
+		    uw_devlist_entry_encode(buf + pos, total - pos, &e->dev->info, e->dev->ifaces);
+		if (k > 0)
+			pos += (size_t)k;
+	}
+	it->heap = buf;
+	it->parts = it->inline_parts;
+	it->parts[0] = (struct iovec){buf, pos};
+	it->nparts = 1;
+	queue_item(s, it);
+	s->close_after_flush = true;
+	LOG(srv, UW_LOG_INFO, "%s: listed %u device%s", s->peer, n, n == 1 ? "" : "s");
+}
+
+static uint32_t import_status(int rc)
+{
+	switch (rc) {
+	case UW_E_BUSY:
+		return UW_ST_DEV_BUSY;
+	case UW_E_DEVERR:
+		return UW_ST_DEV_ERR;
+	case UW_E_NODEV:
+		return UW_ST_NODEV;
+	default:
+		return UW_ST_NA;
+	}
+}
+
+static void reply_import(struct session *s, const char *busid)
+{
+	uw_server *srv = s->srv;
+	struct export *e = find_export(srv, busid);
+	uint32_t status = UW_ST_OK;
+	int rc = UW_OK;
+	if (!e || e->gone)
+		status = UW_ST_NODEV;
+	else if (e->owner)
+		status = UW_ST_DEV_BUSY;
+	else if (e->dev->ops->import && (rc = e->dev->ops->import(e->dev)) != UW_OK)
+		status = import_status(rc);
+	uint8_t rep[UW_OP_REP_IMPORT_LEN];
+	int n = uw_op_rep_import_encode(rep, sizeof rep, status, status ? NULL : &e->dev->info);
+	struct out_item *it = n > 0 ? op_reply(rep, (size_t)n) : NULL;
+	if (!it) {
+		session_end(s, "cannot encode the import reply");
+		return;
+	}
+	queue_item(s, it);
+	if (status != UW_ST_OK) {
+		LOG(srv, UW_LOG_INFO, "%s: import of %s refused: %s%s%s", s->peer, busid,
+		    uw_op_status_str(status), rc ? ": " : "", rc ? uw_strerror(rc) : "");
+		s->close_after_flush = true;
+		return;
+	}
+	e->owner = s;
+	s->exp = e;
+	s->devid = e->dev->info.busnum << 16 | e->dev->info.devnum;
+	s->st = S_URB;
+	uw_loop_timer_cancel(srv->cfg.loop, s->hs_timer);
+	s->hs_timer = NULL;
+	LOG(srv, UW_LOG_INFO, "%s: imported %s (%s)", s->peer, busid, e->dev->spec);
+}
+
+/* ---- Reading ------------------------------------------------------------------------------- */
+
+static void process_rbuf(struct session *s)
+{
+	size_t pos = 0;
+	while (pos < s->rlen && !s->paused && !s->close_after_flush) {
+		if (s->st == S_OP) {
+			uw_op_request req;
+			uw_dec d;
+			enum uw_dec_status st =
+			    uw_op_request_decode(s->rbuf + pos, s->rlen - pos, &req, &d);
+			if (st == UW_DEC_MORE)
+				break;
+			if (st == UW_DEC_ERROR) {
+				protocol_error(s, "bad op request", &d);
+				return;
+			}
+			pos += d.len;
+			if (req.code == UW_OP_REQ_DEVLIST)
+				reply_devlist(s);
+			else
+				reply_import(s, req.busid);
+			if (s->st == S_DEAD)
+				return;
+			continue;
+		}
+		if (s->st != S_URB)
+			break;
+		if (s->rx) {
+			pos += rx_feed(s, s->rbuf + pos, s->rlen - pos);
+			if (s->st == S_DEAD)
+				return;
+			continue;
+		}
+		size_t used = 0;
+		bool go = handle_urb_hdr(s, s->rbuf + pos, s->rlen - pos, &used);
+		if (s->st == S_DEAD)
+			return;
+		pos += used;
+		if (!go)
+			break;
+	}
+	if (pos) {
+		memmove(s->rbuf, s->rbuf + pos, s->rlen - pos);
+		s->rlen -= pos;
+	}
+}
+
+static void session_read(struct session *s)
+{
+	for (int round = 0; round < READ_ROUNDS; round++) {
+		if (s->st != S_OP && s->st != S_URB)
+			return;
+		if (s->paused || s->close_after_flush)
+			return;
+		ssize_t k;
+		if (s->rx && s->rlen == 0) {
+			/* Large OUT payloads go straight from the socket into the URB buffer. */
+			size_t want = s->rx_len[s->rx_part] - s->rx_off;
+			k = recv(s->fd, s->rx_dst[s->rx_part] + s->rx_off, want, 0);
+			if (k > 0) {
+				s->rx_off += (size_t)k;
+				if (s->rx_off == s->rx_len[s->rx_part]) {
+					if (s->rx_part == 0 && s->rx_len[1]) {
+						s->rx_part = 1;
+						s->rx_off = 0;
+					} else {
+						rx_complete(s);
+					}
+				}
+				continue;
+			}
+		} else {
+			if (s->rlen == RBUF_SIZE)
+				return; /* a paused parse holds a full buffer */
+			k = recv(s->fd, s->rbuf + s->rlen, RBUF_SIZE - s->rlen, 0);
+			if (k > 0) {
+				s->rlen += (size_t)k;
+				process_rbuf(s);
+				continue;
+			}
+		}
+		if (k == 0) {
+			session_end(s, s->st == S_OP && s->rlen
+			                   ? "client closed the connection mid-request"
+			                   : "client closed the connection");
+			return;
+		}
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		char why[128];
+		snprintf(why, sizeof why, "receive error: %s", strerror(errno));
+		session_end(s, why);
+		return;
+	}
+}
+
+/* ---- Writing ------------------------------------------------------------------------------- */
+
+static void session_flush(struct session *s)
+{
+	while (s->oq_head && s->fd >= 0) {
+		struct iovec iov[MAX_IOV];
+		int n = 0;
+		size_t skip = s->oq_off;
+		for (struct out_item *it = s->oq_head; it && n < MAX_IOV - 1; it = it->next) {
+			/* One item: its header, then its payload pieces. */
+			size_t hl = it->hdr_len;
+			if (hl) {
+				if (skip >= hl) {
+					skip -= hl;
+				} else {
+					iov[n++] = (struct iovec){it->hdr + skip, hl - skip};
+					skip = 0;
+				}
+			}
+			unsigned i = 0;
+			for (; i < it->nparts && n < MAX_IOV; i++) {
+				size_t pl = it->parts[i].iov_len;
+				if (skip >= pl) {
+					skip -= pl;
+					continue;
+				}
+				iov[n++] = (struct iovec){(uint8_t *)it->parts[i].iov_base + skip,
+				                          pl - skip};
+				skip = 0;
+			}
+			if (i < it->nparts)
+				break;
+		}
+		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+		ssize_t k = sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (k < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				s->want_out = true;
+				session_watch(s);
+				return;
+			}
+			if (errno == EINTR)
+				continue;
+			char why[128];
+			snprintf(why, sizeof why, "send error: %s", strerror(errno));
+			session_end(s, why);
+			return;
+		}
+		size_t done = s->oq_off + (size_t)k;
+		while (s->oq_head) {
+			struct out_item *it = s->oq_head;
+			size_t total = it->hdr_len;
+			for (unsigned i = 0; i < it->nparts; i++)
+				total += it->parts[i].iov_len;
+			if (done < total)
+				break;
+			done -= total;
+			s->oq_head = it->next;
+			if (!s->oq_head)
+				s->oq_tail = NULL;
+			item_free(s, it);
+		}
+		s->oq_off = done;
+	}
+	if (s->fd < 0)
+		return;
+	if (s->want_out) {
+		s->want_out = false;
+		session_watch(s);
+	}
+	if (s->close_after_flush && !s->oq_head)
+		session_end(s, NULL);
+}
+
+/* ---- Lifecycle ----------------------------------------------------------------------------- */
+
+/* Ends the connection. why == NULL: the reason was logged already (or the op phase ended as
+ * the protocol says). URBs still in the backend are cancelled; the device is released when the
+ * last one finishes. Never frees s (session_leave() does, at the top of the stack). */
+static void session_end(struct session *s, const char *why)
+{
+	if (s->st == S_DEAD)
+		return;
+	uw_server *srv = s->srv;
+	if (why && s->exp)
+		LOG(srv, UW_LOG_INFO, "%s: session on %s ended: %s (%llu URBs)", s->peer,
+		    s->exp->dev->info.busid, why, (unsigned long long)s->urbs);
+	else if (why)
+		LOG(srv, UW_LOG_INFO, "%s: connection ended: %s", s->peer, why);
+	s->st = S_DEAD;
+	uw_loop_timer_cancel(srv->cfg.loop, s->hs_timer);
+	s->hs_timer = NULL;
+	uw_loop_del_fd(srv->cfg.loop, s->fd);
+	close(s->fd);
+	s->fd = -1;
+	while (s->oq_head) {
+		struct out_item *it = s->oq_head;
+		s->oq_head = it->next;
+		item_free(s, it);
+	}
+	s->oq_tail = NULL;
+	if (s->rx) {
+		ctx_free(s, s->rx);
+		s->rx = NULL;
+	}
+	/* Cancel what the backend holds; cancel may finish URBs (and edit the hash) at once. */
+	if (s->inflight) {
+		size_t n = 0;
+		struct urb_ctx **all = malloc(s->inflight * sizeof *all);
+		for (unsigned b = 0; all && b < HASH_SIZE; b++)
+			for (struct urb_ctx *c = s->hash[b]; c; c = c->hnext)
+				all[n++] = c;
+		for (size_t i = 0; i < n; i++) {
+			/* A cancel may have finished (freed) later entries: re-check. */
+			if (hash_find(s, all[i]->u.seqnum) == all[i])
+				s->exp->dev->ops->cancel(s->exp->dev, &all[i]->u);
+		}
+		free(all);
+	}
+	if (s->inflight == 0)
+		release_device(s);
+}
+
+/* Frees s if it is dead and nothing refers to it any more. Call only at the top of the stack. */
+static void session_leave(struct session *s)
+{
+	if (s->st != S_DEAD || s->depth > 0 || s->inflight > 0)
+		return;
+	pthread_mutex_lock(&s->cq_lock);
+	bool posted = s->cq_posted;
+	pthread_mutex_unlock(&s->cq_lock);
+	if (posted)
+		return;
+	uw_server *srv = s->srv;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		srv->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	srv->stats.sessions--;
+	pthread_mutex_destroy(&s->cq_lock);
+	free(s->rbuf);
+	free(s);
+	check_shutdown_done(srv);
+}
+
+static void on_session_io(void *arg, uint32_t events)
+{
+	struct session *s = arg;
+	s->depth++;
+	if (events & UW_EV_OUT)
+		session_flush(s);
+	if ((events & (UW_EV_IN | UW_EV_ERR)) && s->st != S_DEAD)
+		session_read(s);
+	if (s->st != S_DEAD) {
+		session_flush(s);
+		session_watch(s);
+	}
+	s->depth--;
+	session_leave(s);
+}
+
+static void on_handshake_timeout(void *arg)
+{
+	struct session *s = arg;
+	s->hs_timer = NULL;
+	s->depth++;
+	session_end(s, "no complete request within the handshake deadline");
+	s->depth--;
+	session_leave(s);
+}
+
+struct listener {
+	uw_server *srv;
+	int fd;
+};
+
+int uw_server_add_connection(uw_server *srv, int fd)
+{
+	char peer[64];
+	uw_net_peer_name(fd, peer, sizeof peer);
+	if (srv->shutting_down || srv->stats.sessions >= srv->cfg.max_sessions) {
+		LOG(srv, UW_LOG_WARN, "%s: refused: %s", peer,
+		    srv->shutting_down ? "shutting down" : "too many connections");
+		close(fd);
+		return UW_E_LIMIT;
+	}
+	uw_net_tune(fd);
+	struct session *s = calloc(1, sizeof *s);
+	uint8_t *rbuf = malloc(RBUF_SIZE);
+	if (!s || !rbuf) {
+		free(s);
+		free(rbuf);
+		close(fd);
+		LOG(srv, UW_LOG_ERR, "%s: refused: out of memory", peer);
+		return UW_E_NOMEM;
+	}
+	s->srv = srv;
+	s->fd = fd;
+	s->rbuf = rbuf;
+	s->st = S_OP;
+	memcpy(s->peer, peer, sizeof s->peer);
+	pthread_mutex_init(&s->cq_lock, NULL);
+	s->started = uw_loop_now_ms(srv->cfg.loop);
+	int rc = uw_loop_add_fd(srv->cfg.loop, fd, UW_EV_IN, on_session_io, s);
+	if (rc != UW_OK) {
+		pthread_mutex_destroy(&s->cq_lock);
+		free(rbuf);
+		free(s);
+		close(fd);
+		return rc;
+	}
+	s->hs_timer =
+	    uw_loop_timer_add(srv->cfg.loop, srv->cfg.handshake_ms, on_handshake_timeout, s);
+	s->next = srv->sessions;
+	if (srv->sessions)
+		srv->sessions->prev = s;
+	srv->sessions = s;
+	srv->stats.sessions++;
+	srv->stats.accepted++;
+	LOG(srv, UW_LOG_DEBUG, "%s: connected", peer);
+	return UW_OK;
+}
+
+static void accept_on(uw_server *srv, int lfd)
+{
+	for (int i = 0; i < 64; i++) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			    errno != ECONNABORTED)
+				LOG(srv, UW_LOG_WARN, "accept: %s", strerror(errno));
+			return;
+		}
+		uw_server_add_connection(srv, fd);
+	}
+}
+
+/* ---- Devices ------------------------------------------------------------------------------- */
+
+static void dev_notify(uw_dev *d, int event)
+{
+	uw_server *srv = d->owner;
+	struct export *e = find_export(srv, d->info.busid);
+	if (!e || event != UW_DEV_EV_GONE)
+		return;
+	e->gone = true;
+	LOG(srv, UW_LOG_INFO, "%s: device removed (%s)", d->info.busid, d->spec);
+	struct session *s = e->owner;
+	if (s && s->st == S_URB) {
+		/* Outstanding URBs finish with errors from the backend; their replies go out,
+		 * then the connection closes. */
+		s->st = S_DRAIN;
+		if (s->inflight == 0)
+			s->close_after_flush = true;
+		session_kick(s);
+	}
+}
+
+uw_server *uw_server_new(const struct uw_server_config *cfg)
+{
+	uw_server *srv = calloc(1, sizeof *srv);
+	if (!srv)
+		return NULL;
+	srv->cfg = *cfg;
+	if (!srv->cfg.handshake_ms)
+		srv->cfg.handshake_ms = 10000;
+	if (!srv->cfg.max_urbs)
+		srv->cfg.max_urbs = 1024;
+	if (!srv->cfg.max_bytes)
+		srv->cfg.max_bytes = 64u << 20;
+	if (!srv->cfg.max_sessions)
+		srv->cfg.max_sessions = 256;
+	return srv;
+}
+
+int uw_server_add_device(uw_server *srv, uw_dev *d)
+{
+	if (find_export(srv, d->info.busid))
+		return UW_E_EXISTS;
+	struct export *e = realloc(srv->exports, (srv->nexports + 1) * sizeof *e);
+	if (!e)
+		return UW_E_NOMEM;
+	srv->exports = e;
+	/* Sessions point at exports: none can exist before all devices are added at start-up,
+	 * but keep owners valid anyway by fixing them up after the move. */
+	for (size_t i = 0; i < srv->nexports; i++)
+		if (e[i].owner)
+			e[i].owner->exp = &e[i];
+	e[srv->nexports++] = (struct export){.dev = d};
+	d->owner = srv;
+	d->notify = dev_notify;
+	return UW_OK;
+}
+
+static void on_listener(void *arg, uint32_t events)
+{
+	struct listener *l = arg;
+	(void)events;
+	accept_on(l->srv, l->fd);
+}
+
+int uw_server_add_listener(uw_server *srv, int fd)
+{
+	if (srv->nl >= sizeof srv->lfds / sizeof *srv->lfds)
+		return UW_E_LIMIT;
+	struct listener *l = malloc(sizeof *l);
+	if (!l)
+		return UW_E_NOMEM;
+	l->srv = srv;
+	l->fd = fd;
+	int rc = uw_loop_add_fd(srv->cfg.loop, fd, UW_EV_IN, on_listener, l);
+	if (rc != UW_OK) {
+		free(l);
+		return rc;
+	}
+	srv->lfds[srv->nl++] = fd;
+	/* The listener record lives as long as the server; it is found again by fd at free. */
+	srv->listeners[srv->nl - 1] = l;
+	return UW_OK;
+}
+
+static void shutdown_timeout(void *arg)
+{
+	uw_server *srv = arg;
+	srv->sd_timer = NULL;
+	LOG(srv, UW_LOG_WARN, "shutdown: gave up waiting for devices to finish");
+	uw_task_fn done = srv->sd_done;
+	srv->sd_done = NULL;
+	if (done)
+		done(srv->sd_arg);
+}
+
+static void check_shutdown_done(uw_server *srv)
+{
+	if (!srv->shutting_down || !srv->sd_done || srv->sessions)
+		return;
+	for (size_t i = 0; i < srv->nexports; i++)
+		if (srv->exports[i].owner)
+			return;
+	uw_loop_timer_cancel(srv->cfg.loop, srv->sd_timer);
+	srv->sd_timer = NULL;
+	uw_task_fn done = srv->sd_done;
+	srv->sd_done = NULL;
+	done(srv->sd_arg);
+}
+
+static void close_listeners(uw_server *srv)
+{
+	for (size_t i = 0; i < srv->nl; i++) {
+		uw_loop_del_fd(srv->cfg.loop, srv->lfds[i]);
+		close(srv->lfds[i]);
+		free(srv->listeners[i]);
+	}
+	srv->nl = 0;
+}
+
+void uw_server_shutdown(uw_server *srv, unsigned timeout_ms, uw_task_fn done, void *arg)
+{
+	srv->shutting_down = true;
+	srv->sd_done = done;
+	srv->sd_arg = arg;
+	close_listeners(srv);
+	srv->sd_timer = uw_loop_timer_add(srv->cfg.loop, timeout_ms, shutdown_timeout, srv);
+	struct session *s = srv->sessions;
+	while (s) {
+		struct session *next = s->next;
+		s->depth++;
+		session_end(s, "server shutting down");
+		s->depth--;
+		session_leave(s); /* may free s and call done */
+		s = next;
+	}
+	check_shutdown_done(srv);
+}
+
+void uw_server_free(uw_server *srv)
+{
+	if (!srv)
+		return;
+	close_listeners(srv);
+	uw_loop_timer_cancel(srv->cfg.loop, srv->sd_timer);
+	/* Sessions still here hold URBs a backend never finished: drop them with the devices. */
+	while (srv->sessions) {
+		struct session *s = srv->sessions;
+		srv->sessions = s->next;
+		if (s->fd >= 0) {
+			uw_loop_del_fd(srv->cfg.loop, s->fd);
+			close(s->fd);
+		}
+		uw_loop_timer_cancel(srv->cfg.loop, s->hs_timer);
+		pthread_mutex_destroy(&s->cq_lock);
+		free(s->rbuf);
+		free(s);
+	}
+	for (size_t i = 0; i < srv->nexports; i++)
+		srv->exports[i].dev->ops->destroy(srv->exports[i].dev);
+	free(srv->exports);
+	free(srv);
+}
+
+void uw_server_get_stats(const uw_server *srv, struct uw_server_stats *out)
+{
+	*out = srv->stats;
+	unsigned n = 0;
+	for (size_t i = 0; i < srv->nexports; i++)
+		if (srv->exports[i].owner)
+			n++;
+	out->imported = n;
+}

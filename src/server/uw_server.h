@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uw_server.h - the USB/IP server: exported devices, listening sockets, sessions.
+ *
+ * One thread runs everything (the uw_loop); device backends may complete URBs on other threads.
+ * A session reads OP_REQ_DEVLIST or OP_REQ_IMPORT, and after a successful import carries URBs
+ * between the client and the device: many in flight, replies written as they complete, in one
+ * ordered stream per connection, with the unlink rules of docs/protocol.md §4.11.
+ */
+#ifndef UW_SERVER_H
+#define UW_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "uw_dev.h"
+#include "uw_log.h"
+#include "uw_loop.h"
+
+typedef struct uw_server uw_server;
+
+struct uw_server_config {
+	uw_loop *loop;
+	uw_logger log;
+	unsigned handshake_ms; /* op phase deadline per connection (default 10000) */
+	unsigned max_urbs;     /* URBs in flight per session before reading pauses (1024) */
+	size_t max_bytes;      /* URB buffer bytes per session before reading pauses (64 MiB) */
+	unsigned max_sessions; /* connections at once (256) */
+};
+
+/** uw_server_new() - a server on cfg->loop. Returns NULL on allocation failure. */
+uw_server *uw_server_new(const struct uw_server_config *cfg);
+
+/**
+ * uw_server_add_device() - export d. The server takes ownership (ops->destroy at free) and sets
+ * d->notify/d->owner. Busids must be unique: returns UW_E_EXISTS otherwise, UW_OK on success.
+ */
+int uw_server_add_device(uw_server *s, uw_dev *d);
+
+/** uw_server_add_listener() - accept connections on fd (takes ownership). Returns 0 or uw_err. */
+int uw_server_add_listener(uw_server *s, int fd);
+
+/**
+ * uw_server_add_connection() - serve a connected stream socket (TCP, unix socketpair, vsock...)
+ * as if it had been accepted; takes ownership of fd, which must be non-blocking. Returns 0 or a
+ * negative uw_err (fd closed).
+ */
+int uw_server_add_connection(uw_server *s, int fd);
+
+/**
+ * uw_server_shutdown() - stop accepting, end every session (cancel URBs in flight), and call
+ * done(arg) on the loop once every device has been released, or after timeout_ms at most.
+ */
+void uw_server_shutdown(uw_server *s, unsigned timeout_ms, uw_task_fn done, void *arg);
+
+/** uw_server_free() - close everything and destroy the devices. Call after the loop stopped. */
+void uw_server_free(uw_server *s);
+
+/* Counters, for logs and tests. */
+struct uw_server_stats {
+	unsigned sessions;        /* open now */
+	unsigned imported;        /* devices imported now */
+	uint64_t accepted;        /* connections ever */
+	uint64_t protocol_errors; /* connections closed for bad input */
+	uint64_t urbs;            /* URBs completed */
+};
+void uw_server_get_stats(const uw_server *s, struct uw_server_stats *out);
+
+#endif /* UW_SERVER_H */

@@ -1,0 +1,698 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_server.c - the server's sessions end to end in one process: a scriptable test device
+ * behind uw_server, a socketpair, and raw USB/IP bytes on the other end (built and checked with
+ * the codec). The loop runs on its own thread, as in the daemon; the test is the client.
+ *
+ * The test device "7-1":
+ *   ep0        control: GET_DESCRIPTOR(DEVICE) -> 18 bytes; anything else stalls
+ *   ep1 IN     bulk, held: completes only when cancelled or released by the test
+ *   ep2 OUT    bulk: stores the data; ep2 IN returns what was stored
+ *   ep3 IN/OUT isochronous: packet i gets min(i, length) bytes of value i
+ *   ep4 IN     bulk completed from another thread after a short delay
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "uw_server.h"
+#include "uw_test.h"
+
+/* ---- The test device ------------------------------------------------------------------------ */
+
+#define MAX_HELD 64
+
+struct testdev {
+	uw_dev dev;
+	uw_loop *loop;
+	uw_urb *held[MAX_HELD];
+	int nheld;
+	uint8_t stored[4096];
+	uint32_t stored_len;
+	atomic_int imports, releases, submits, cancels;
+};
+
+static const uint8_t dev_desc[18] = {18,   1,    0x00, 0x02, 0,    0, 0, 64, 0x34,
+                                     0x12, 0x78, 0x56, 0x00, 0x01, 1, 2, 3,  1};
+
+static int td_import(uw_dev *d)
+{
+	struct testdev *t = d->priv;
+	t->imports++;
+	return UW_OK;
+}
+
+static void *late_complete(void *arg)
+{
+	uw_urb *u = arg;
+	struct timespec ts = {0, 2 * 1000 * 1000};
+	nanosleep(&ts, NULL);
+	memset(u->buf, 0x44, u->len);
+	uw_urb_complete(u, 0, u->len);
+	return NULL;
+}
+
+static void td_submit(uw_dev *d, uw_urb *u)
+{
+	struct testdev *t = d->priv;
+	t->submits++;
+	if (u->ep == 0) {
+		if (u->setup.bm_request_type == 0x80 && u->setup.b_request == 6 &&
+		    u->setup.w_value == 0x0100) {
+			uint32_t n = u->len < 18 ? u->len : 18;
+			memcpy(u->buf, dev_desc, n);
+			uw_urb_complete(u, 0, n);
+		} else {
+			uw_urb_complete(u, UW_URB_EPIPE, 0);
+		}
+		return;
+	}
+	if (u->ep == 1) {
+		t->held[t->nheld++] = u;
+		return;
+	}
+	if (u->ep == 2 && u->dir == UW_DIR_OUT) {
+		t->stored_len = u->len < sizeof t->stored ? u->len : sizeof t->stored;
+		memcpy(t->stored, u->buf, t->stored_len);
+		uw_urb_complete(u, 0, u->len);
+		return;
+	}
+	if (u->ep == 2) {
+		uint32_t n = u->len < t->stored_len ? u->len : t->stored_len;
+		memcpy(u->buf, t->stored, n);
+		uw_urb_complete(u, 0, n);
+		return;
+	}
+	if (u->ep == 3) {
+		uint32_t sum = 0;
+		for (uint32_t i = 0; i < u->num_iso; i++) {
+			uw_iso_pkt *p = &u->iso[i];
+			uint32_t n = i < p->length ? i : p->length;
+			if (u->dir == UW_DIR_IN)
+				memset(u->buf + p->offset, (int)i, n);
+			p->actual_length = u->dir == UW_DIR_IN ? n : p->length;
+			p->status = i == 1 ? UW_URB_EXDEV : 0;
+			sum += p->actual_length;
+		}
+		uw_urb_complete(u, 0, sum);
+		return;
+	}
+	if (u->ep == 4) {
+		pthread_t th;
+		pthread_create(&th, NULL, late_complete, u);
+		pthread_detach(th);
+		return;
+	}
+	uw_urb_complete(u, UW_URB_EPIPE, 0);
+}
+
+static void td_cancel(uw_dev *d, uw_urb *u)
+{
+	struct testdev *t = d->priv;
+	t->cancels++;
+	for (int i = 0; i < t->nheld; i++) {
+		if (t->held[i] == u) {
+			t->held[i] = t->held[--t->nheld];
+			uw_urb_complete(u, UW_URB_ECONNRESET, 0);
+			return;
+		}
+	}
+}
+
+static int td_ep_type(uw_dev *d, unsigned ep, unsigned dir)
+{
+	(void)d;
+	switch (ep) {
+	case 0:
+		return UW_XFER_CONTROL;
+	case 1:
+		return dir == UW_DIR_IN ? UW_XFER_BULK : UW_XFER_UNKNOWN;
+	case 2:
+		return UW_XFER_BULK;
+	case 3:
+		return UW_XFER_ISO;
+	case 4:
+		return dir == UW_DIR_IN ? UW_XFER_BULK : UW_XFER_UNKNOWN;
+	}
+	return UW_XFER_UNKNOWN;
+}
+
+static void td_release(uw_dev *d)
+{
+	struct testdev *t = d->priv;
+	t->releases++;
+}
+
+static void td_destroy(uw_dev *d)
+{
+	(void)d;
+}
+
+static const struct uw_dev_ops td_ops = {
+    .import = td_import,
+    .submit = td_submit,
+    .cancel = td_cancel,
+    .ep_type = td_ep_type,
+    .release = td_release,
+    .destroy = td_destroy,
+};
+
+/* ---- Harness -------------------------------------------------------------------------------- */
+
+static struct testdev td;
+static uw_loop *loop;
+static uw_server *srv;
+static pthread_t loop_thread;
+
+static void *run_loop(void *arg)
+{
+	(void)arg;
+	uw_loop_run(loop);
+	return NULL;
+}
+
+static void post_add_conn(void *arg)
+{
+	uw_server_add_connection(srv, (int)(intptr_t)arg);
+}
+
+/* Runs fn(arg) on the loop thread and waits for it. */
+struct sync_call {
+	void (*fn)(void *);
+	void *arg;
+	atomic_int done;
+};
+static void sync_tramp(void *arg)
+{
+	struct sync_call *c = arg;
+	c->fn(c->arg);
+	c->done = 1;
+}
+static void on_loop(void (*fn)(void *), void *arg)
+{
+	struct sync_call c = {fn, arg, 0};
+	uw_loop_post(loop, sync_tramp, &c);
+	while (!c.done) {
+		struct timespec ts = {0, 100000};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* A new client connection to the server. */
+static int connect_client(void)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		abort();
+	/* The server end must be non-blocking. */
+	if (fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK) < 0)
+		abort();
+	uw_loop_post(loop, post_add_conn, (void *)(intptr_t)sv[0]);
+	return sv[1];
+}
+
+static int send_all(int fd, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	while (n) {
+		ssize_t k = send(fd, b, n, MSG_NOSIGNAL);
+		if (k <= 0)
+			return -1;
+		b += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+/* Reads exactly n bytes within 3 s; returns 0, or -1 on EOF/timeout. */
+static int recv_all(int fd, void *p, size_t n)
+{
+	uint8_t *b = p;
+	while (n) {
+		struct pollfd pf = {fd, POLLIN, 0};
+		if (poll(&pf, 1, 3000) <= 0)
+			return -1;
+		ssize_t k = recv(fd, b, n, 0);
+		if (k <= 0)
+			return -1;
+		b += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+/* True if the server closes the connection within 3 s (EOF), reading away anything before. */
+static bool sees_eof(int fd)
+{
+	uint8_t junk[4096];
+	for (;;) {
+		struct pollfd pf = {fd, POLLIN, 0};
+		if (poll(&pf, 1, 3000) <= 0)
+			return false;
+		ssize_t k = recv(fd, junk, sizeof junk, 0);
+		if (k == 0)
+			return true;
+		if (k < 0)
+			return errno == ECONNRESET;
+	}
+}
+
+/* True if nothing arrives within ms milliseconds. */
+static bool quiet_for(int fd, int ms)
+{
+	struct pollfd pf = {fd, POLLIN, 0};
+	return poll(&pf, 1, ms) == 0;
+}
+
+static const uint32_t DEVID = 7u << 16 | 1u;
+
+static int import_dev(const char *busid, uint32_t *status)
+{
+	int fd = connect_client();
+	uint8_t req[40], rep[320];
+	uw_op_req_import_encode(req, sizeof req, busid);
+	send_all(fd, req, sizeof req);
+	if (recv_all(fd, rep, 8) < 0) {
+		close(fd);
+		return -1;
+	}
+	*status = (uint32_t)rep[4] << 24 | (uint32_t)rep[5] << 16 | (uint32_t)rep[6] << 8 | rep[7];
+	if (*status == 0 && recv_all(fd, rep + 8, 312) == 0)
+		return fd;
+	sees_eof(fd);
+	close(fd);
+	return -1;
+}
+
+static void submit(int fd, uint32_t seq, uint32_t ep, uint32_t dir, int32_t len, const void *data,
+                   const uint8_t setup[8], int32_t np, const uw_iso_desc *iso)
+{
+	uint8_t buf[48 + 8192 + 16 * 8];
+	uw_urb_hdr h = {
+	    .command = UW_CMD_SUBMIT, .seqnum = seq, .devid = DEVID, .direction = dir, .ep = ep};
+	h.u.submit.transfer_buffer_length = len;
+	h.u.submit.number_of_packets = np;
+	h.u.submit.start_frame = -1;
+	if (setup)
+		memcpy(h.u.submit.setup, setup, 8);
+	uw_urb_hdr_encode(&h, buf);
+	size_t n = 48;
+	if (dir == UW_DIR_OUT && len > 0) {
+		memcpy(buf + n, data, (size_t)len);
+		n += (size_t)len;
+	}
+	for (int32_t i = 0; iso && i < np; i++) {
+		uw_iso_desc_encode(&iso[i], buf + n);
+		n += 16;
+	}
+	send_all(fd, buf, n);
+}
+
+static void unlink_urb(int fd, uint32_t seq, uint32_t target)
+{
+	uint8_t buf[48];
+	uw_urb_hdr h = {.command = UW_CMD_UNLINK, .seqnum = seq, .devid = DEVID};
+	h.u.unlink.seqnum = target;
+	uw_urb_hdr_encode(&h, buf);
+	send_all(fd, buf, 48);
+}
+
+/* Reads one reply header (raw fields, big-endian decoded). */
+struct reply {
+	uint32_t cmd, seq, devid, dir, ep;
+	int32_t status, actual, start_frame, np, errors;
+	uint8_t raw[48];
+};
+static int read_reply(int fd, struct reply *r)
+{
+	if (recv_all(fd, r->raw, 48) < 0)
+		return -1;
+	uint32_t w[10];
+	for (int i = 0; i < 10; i++)
+		w[i] = (uint32_t)r->raw[4 * i] << 24 | (uint32_t)r->raw[4 * i + 1] << 16 |
+		       (uint32_t)r->raw[4 * i + 2] << 8 | r->raw[4 * i + 3];
+	r->cmd = w[0];
+	r->seq = w[1];
+	r->devid = w[2];
+	r->dir = w[3];
+	r->ep = w[4];
+	r->status = (int32_t)w[5];
+	r->actual = (int32_t)w[6];
+	r->start_frame = (int32_t)w[7];
+	r->np = (int32_t)w[8];
+	r->errors = (int32_t)w[9];
+	return 0;
+}
+
+static const uint8_t GET_DEV_DESC[8] = {0x80, 6, 0x00, 0x01, 0, 0, 18, 0};
+
+static void release_held(void *arg)
+{
+	(void)arg;
+	while (td.nheld) {
+		uw_urb *u = td.held[--td.nheld];
+		memset(u->buf, 0x11, u->len);
+		uw_urb_complete(u, 0, u->len);
+	}
+}
+
+/* ---- Tests -------------------------------------------------------------------------------- */
+
+static void test_devlist(void)
+{
+	int fd = connect_client();
+	uint8_t req[8], rep[12 + 312 + 4];
+	uw_op_common_encode(req, sizeof req, UW_OP_REQ_DEVLIST, 0);
+	send_all(fd, req, 8);
+	bool got = recv_all(fd, rep, sizeof rep) == 0;
+	uint32_t n;
+	uw_dec d;
+	t_ok(got && uw_op_rep_devlist_frame(rep, sizeof rep, &n, &d) == UW_DEC_DONE && n == 1 &&
+	         memcmp(rep + 12 + 256, "7-1", 4) == 0,
+	     "OP_REQ_DEVLIST lists the device (busid 7-1, one interface)");
+	t_ok(sees_eof(fd), "the server closes the connection after the device list");
+	close(fd);
+}
+
+static void test_import_refusals(void)
+{
+	uint32_t st = 99;
+	int fd = import_dev("9-9", &st);
+	t_ok(fd < 0 && st == UW_ST_NODEV, "import of an unknown busid: ST_NODEV, then closed");
+	/* A request delivered one byte at a time is still understood. */
+	fd = connect_client();
+	uint8_t req[40], rep[8];
+	uw_op_req_import_encode(req, sizeof req, "9-8");
+	for (int i = 0; i < 40; i++) {
+		send_all(fd, req + i, 1);
+		struct timespec ts = {0, 200000};
+		nanosleep(&ts, NULL);
+	}
+	t_ok(recv_all(fd, rep, 8) == 0 && rep[7] == UW_ST_NODEV && sees_eof(fd),
+	     "an import request sent byte by byte is answered");
+	close(fd);
+}
+
+static void test_urbs(void)
+{
+	uint32_t st;
+	int fd = import_dev("7-1", &st);
+	if (!t_ok(fd >= 0 && st == 0, "import 7-1 succeeds (320-byte reply)"))
+		return;
+	uint32_t st2 = 99;
+	int fd2 = import_dev("7-1", &st2);
+	t_ok(fd2 < 0 && st2 == UW_ST_DEV_BUSY, "a second import of 7-1 gets ST_DEV_BUSY");
+	{
+		int lf = connect_client();
+		uint8_t req[8], rep[12];
+		uw_op_common_encode(req, sizeof req, UW_OP_REQ_DEVLIST, 0);
+		send_all(lf, req, 8);
+		t_ok(recv_all(lf, rep, 12) == 0 && rep[11] == 0 && sees_eof(lf),
+		     "an imported device is not listed");
+		close(lf);
+	}
+
+	struct reply r;
+	uint8_t data[18];
+	submit(fd, 1, 0, UW_DIR_IN, 18, NULL, GET_DEV_DESC, 0, NULL);
+	t_ok(read_reply(fd, &r) == 0 && r.cmd == UW_RET_SUBMIT && r.seq == 1 && r.devid == 0 &&
+	         r.dir == 0 && r.ep == 0 && r.status == 0 && r.actual == 18 && r.np == 0 &&
+	         recv_all(fd, data, 18) == 0 && memcmp(data, dev_desc, 18) == 0,
+	     "GET_DESCRIPTOR(DEVICE): seqnum echoed, devid/dir/ep 0, 18 bytes of payload");
+	t_ok(memcmp(r.raw + 40, "\0\0\0\0\0\0\0\0", 8) == 0, "RET_SUBMIT padding is zero");
+
+	uint8_t out[1000], in[1000];
+	for (int i = 0; i < 1000; i++)
+		out[i] = (uint8_t)(i * 7);
+	submit(fd, 2, 2, UW_DIR_OUT, 1000, out, NULL, 0, NULL);
+	t_ok(read_reply(fd, &r) == 0 && r.seq == 2 && r.status == 0 && r.actual == 1000,
+	     "bulk OUT 1000 bytes: actual_length 1000");
+	submit(fd, 3, 2, UW_DIR_IN, 1000, NULL, NULL, -1, NULL);
+	t_ok(read_reply(fd, &r) == 0 && r.seq == 3 && r.actual == 1000 && r.np == -1 &&
+	         recv_all(fd, in, 1000) == 0 && memcmp(in, out, 1000) == 0,
+	     "bulk IN returns the data (no payload was sent for the OUT reply); np -1 echoed");
+
+	/* Pipelining: a held URB does not block the next one. */
+	submit(fd, 10, 1, UW_DIR_IN, 512, NULL, NULL, 0, NULL);
+	submit(fd, 11, 0, UW_DIR_IN, 18, NULL, GET_DEV_DESC, 0, NULL);
+	t_ok(read_reply(fd, &r) == 0 && r.seq == 11 && recv_all(fd, data, 18) == 0,
+	     "a URB held by the device does not stall the next one");
+	/* Unlink of the held URB: only RET_UNLINK(-ECONNRESET), never its RET_SUBMIT. */
+	unlink_urb(fd, 12, 10);
+	t_ok(read_reply(fd, &r) == 0 && r.cmd == UW_RET_UNLINK && r.seq == 12 &&
+	         r.status == UW_URB_ECONNRESET,
+	     "CMD_UNLINK of a pending URB: RET_UNLINK with its own seqnum, -ECONNRESET");
+	submit(fd, 13, 0, UW_DIR_IN, 18, NULL, GET_DEV_DESC, 0, NULL);
+	t_ok(read_reply(fd, &r) == 0 && r.cmd == UW_RET_SUBMIT && r.seq == 13 &&
+	         recv_all(fd, data, 18) == 0,
+	     "no RET_SUBMIT for the cancelled URB follows");
+	/* Unlink of a completed URB: its RET_SUBMIT came first, then RET_UNLINK(0). */
+	unlink_urb(fd, 14, 13);
+	t_ok(read_reply(fd, &r) == 0 && r.cmd == UW_RET_UNLINK && r.seq == 14 && r.status == 0,
+	     "CMD_UNLINK of a completed URB: RET_UNLINK status 0");
+	unlink_urb(fd, 15, 0xdead);
+	t_ok(read_reply(fd, &r) == 0 && r.cmd == UW_RET_UNLINK && r.seq == 15 && r.status == 0,
+	     "CMD_UNLINK of an unknown seqnum: RET_UNLINK status 0");
+
+	/* ISO IN: compacted data, descriptors echo offset and length. */
+	uw_iso_desc iso[3] = {{0, 10, 0, -18}, {10, 10, 0, -18}, {20, 10, 0, -18}};
+	submit(fd, 20, 3, UW_DIR_IN, 30, NULL, NULL, 3, iso);
+	uint8_t comp[3], descs[48];
+	bool ok = read_reply(fd, &r) == 0 && r.seq == 20 && r.actual == 3 && r.np == 3 &&
+	          r.errors == 1 && recv_all(fd, comp, 3) == 0 && recv_all(fd, descs, 48) == 0;
+	uw_iso_desc got[3];
+	for (int i = 0; i < 3; i++)
+		uw_iso_desc_decode(descs + 16 * i, &got[i]);
+	t_ok(ok && comp[0] == 1 && comp[1] == 2 && comp[2] == 2 && got[0].actual_length == 0 &&
+	         got[1].actual_length == 1 && got[2].actual_length == 2 && got[2].offset == 20 &&
+	         got[2].length == 10 && got[1].status == UW_URB_EXDEV,
+	     "iso IN: actual = sum of packets, data compacted, descriptors echo offsets");
+	uint8_t isoout[30] = {0};
+	submit(fd, 21, 3, UW_DIR_OUT, 30, isoout, NULL, 3, iso);
+	ok = read_reply(fd, &r) == 0 && r.seq == 21 && r.actual == 30 && r.np == 3 &&
+	     recv_all(fd, descs, 48) == 0;
+	t_ok(ok, "iso OUT: reply carries descriptors only, actual = sum");
+
+	/* Semantic errors fail the URB, not the connection. */
+	const uint8_t bad_dir[8] = {0x80, 6, 0, 1, 0, 0, 18, 0};
+	submit(fd, 30, 0, UW_DIR_OUT, 18, data, bad_dir, 0, NULL);
+	t_ok(read_reply(fd, &r) == 0 && r.seq == 30 && r.status == UW_URB_EINVAL && r.actual == 0,
+	     "control data stage against bmRequestType's direction: -EINVAL");
+	submit(fd, 31, 0, UW_DIR_IN, 17, NULL, GET_DEV_DESC, 0, NULL);
+	t_ok(read_reply(fd, &r) == 0 && r.seq == 31 && r.status == UW_URB_EINVAL,
+	     "control transfer_buffer_length != wLength: -EINVAL");
+	submit(fd, 32, 9, UW_DIR_IN, 64, NULL, NULL, 0, NULL);
+	t_ok(read_reply(fd, &r) == 0 && r.seq == 32 && r.status == UW_URB_EPIPE,
+	     "URB to an endpoint the device does not have: -EPIPE");
+	const uint8_t set_addr[8] = {0x00, 5, 9, 0, 0, 0, 0, 0};
+	int before = td.submits;
+	submit(fd, 33, 0, UW_DIR_OUT, 0, NULL, set_addr, 0, NULL);
+	t_ok(read_reply(fd, &r) == 0 && r.seq == 33 && r.status == 0 && td.submits == before,
+	     "SET_ADDRESS is answered without reaching the device");
+
+	/* Completions from another thread, 64 in flight. */
+	for (uint32_t i = 0; i < 64; i++)
+		submit(fd, 100 + i, 4, UW_DIR_IN, 256, NULL, NULL, 0, NULL);
+	uint64_t seen = 0;
+	ok = true;
+	for (int i = 0; i < 64 && ok; i++) {
+		uint8_t p[256];
+		ok = read_reply(fd, &r) == 0 && r.seq >= 100 && r.seq < 164 && r.actual == 256 &&
+		     recv_all(fd, p, 256) == 0 && p[0] == 0x44 && p[255] == 0x44;
+		if (ok)
+			seen |= 1ull << (r.seq - 100);
+	}
+	t_ok(ok && seen == ~0ull, "64 URBs completed on other threads: 64 replies, each once");
+
+	/* Closing with a URB held: it is cancelled, the device released, then importable. */
+	int rel = td.releases, can = td.cancels;
+	submit(fd, 200, 1, UW_DIR_IN, 64, NULL, NULL, 0, NULL);
+	submit(fd, 201, 0, UW_DIR_IN, 18, NULL, GET_DEV_DESC, 0, NULL);
+	read_reply(fd, &r);
+	recv_all(fd, data, 18);
+	close(fd);
+	for (int i = 0; i < 300 && td.releases == rel; i++) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	t_ok(td.releases == rel + 1 && td.cancels == can + 1,
+	     "client gone: the held URB is cancelled, then the device released once");
+	fd = import_dev("7-1", &st);
+	t_ok(fd >= 0 && st == 0, "the device can be imported again");
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Each malformed message closes its connection; a parallel session keeps working. */
+static void test_hostile(void)
+{
+	uint32_t st;
+	int honest = import_dev("7-1", &st);
+	if (!t_ok(honest >= 0, "honest session imported"))
+		return;
+	struct {
+		const char *name;
+		uw_urb_hdr h;
+		bool op_phase;
+	} rows[] = {
+	    {"wrong devid", {.command = UW_CMD_SUBMIT, .seqnum = 1, .devid = 1, .ep = 0}, false},
+	    {"command 5", {.command = 5, .seqnum = 1, .devid = DEVID}, false},
+	    {"RET_SUBMIT from a client", {.command = UW_RET_SUBMIT, .devid = DEVID}, false},
+	    {"direction 2", {.command = UW_CMD_SUBMIT, .devid = DEVID, .direction = 2}, false},
+	    {"ep 16", {.command = UW_CMD_SUBMIT, .devid = DEVID, .ep = 16}, false},
+	    {"garbage instead of an op request", {.command = 0x41414141}, true},
+	};
+	rows[0].h.u.submit.transfer_buffer_length = 0;
+	for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
+		int fd;
+		if (rows[i].op_phase) {
+			fd = connect_client();
+		} else {
+			/* A second device is not there, so use the honest one's slot: a new
+			 * import would be busy. Test on a fresh import after closing honest. */
+			fd = honest;
+		}
+		uint8_t b[48];
+		uw_urb_hdr_encode(&rows[i].h, b);
+		if (rows[i].op_phase)
+			memset(b, 0x41, sizeof b);
+		send_all(fd, b, 48);
+		t_ok(sees_eof(fd), "%s: the server closes that connection", rows[i].name);
+		close(fd);
+		if (!rows[i].op_phase) {
+			/* Wait for the release, then import again for the next row. */
+			honest = -1;
+			for (int k = 0; k < 200 && honest < 0; k++) {
+				honest = import_dev("7-1", &st);
+				if (honest < 0) {
+					struct timespec ts = {0, 10 * 1000 * 1000};
+					nanosleep(&ts, NULL);
+				}
+			}
+			t_ok(honest >= 0, "after \"%s\" the device is importable again",
+			     rows[i].name);
+			if (honest < 0)
+				return;
+		}
+	}
+	/* Oversized length, duplicate seqnum. */
+	{
+		uw_urb_hdr h = {.command = UW_CMD_SUBMIT, .seqnum = 5, .devid = DEVID, .ep = 2};
+		h.u.submit.transfer_buffer_length = 0x7fffffff;
+		uint8_t b[48];
+		uw_urb_hdr_encode(&h, b);
+		send_all(honest, b, 48);
+		t_ok(sees_eof(honest), "transfer_buffer_length 0x7fffffff: connection closed");
+		close(honest);
+	}
+	struct reply r;
+	honest = -1;
+	for (int k = 0; k < 200 && honest < 0; k++) {
+		honest = import_dev("7-1", &st);
+		if (honest < 0) {
+			struct timespec ts = {0, 10 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	submit(honest, 50, 1, UW_DIR_IN, 8, NULL, NULL, 0, NULL);
+	submit(honest, 50, 1, UW_DIR_IN, 8, NULL, NULL, 0, NULL);
+	t_ok(sees_eof(honest), "a seqnum already in flight: connection closed");
+	close(honest);
+	/* Handshake deadline: a client that says nothing is dropped. */
+	int idle = connect_client();
+	t_ok(sees_eof(idle), "a connection that sends nothing is closed at the handshake deadline");
+	close(idle);
+	/* The server still serves. */
+	honest = -1;
+	for (int k = 0; k < 200 && honest < 0; k++) {
+		honest = import_dev("7-1", &st);
+		if (honest < 0) {
+			struct timespec ts = {0, 10 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	uint8_t data[18];
+	submit(honest, 1, 0, UW_DIR_IN, 18, NULL, GET_DEV_DESC, 0, NULL);
+	t_ok(read_reply(honest, &r) == 0 && r.seq == 1 && recv_all(honest, data, 18) == 0,
+	     "after all that, a new session works");
+	close(honest);
+}
+
+/* Backpressure: with max_urbs 4, the fifth held URB is not read until one completes. */
+static void test_backpressure(void)
+{
+	uint32_t st;
+	int fd = -1;
+	for (int k = 0; k < 200 && fd < 0; k++) {
+		fd = import_dev("7-1", &st);
+		if (fd < 0) {
+			struct timespec ts = {0, 10 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	int base = td.submits;
+	for (uint32_t i = 0; i < 6; i++)
+		submit(fd, 300 + i, 1, UW_DIR_IN, 16, NULL, NULL, 0, NULL);
+	quiet_for(fd, 200);
+	t_ok(td.submits - base == 4, "with 4 URBs in flight the session stops reading (%d read)",
+	     td.submits - base);
+	on_loop(release_held, NULL);
+	struct reply r;
+	int n = 0;
+	for (int i = 0; i < 6; i++) {
+		if (read_reply(fd, &r) == 0) {
+			uint8_t p[16];
+			recv_all(fd, p, 16);
+			n++;
+		}
+		if (i == 3)
+			on_loop(release_held, NULL);
+	}
+	t_ok(n == 6 && td.submits - base == 6, "completions resume reading: all 6 answered");
+	close(fd);
+}
+
+int main(void)
+{
+	loop = uw_loop_new();
+	struct uw_server_config cfg = {.loop = loop, .handshake_ms = 500, .max_urbs = 4};
+	srv = uw_server_new(&cfg);
+	td.dev.ops = &td_ops;
+	td.dev.priv = &td;
+	td.dev.loop = loop;
+	td.dev.info = (uw_usb_device){.busid = "7-1",
+	                              .path = "/test/7-1",
+	                              .busnum = 7,
+	                              .devnum = 1,
+	                              .speed = UW_SPEED_HIGH,
+	                              .id_vendor = 0x1234,
+	                              .id_product = 0x5678,
+	                              .num_configurations = 1,
+	                              .configuration_value = 1,
+	                              .num_interfaces = 1};
+	td.dev.ifaces[0] = (uw_usb_interface){0xff, 0, 0};
+	snprintf(td.dev.spec, sizeof td.dev.spec, "test device");
+	uw_server_add_device(srv, &td.dev);
+	pthread_create(&loop_thread, NULL, run_loop, NULL);
+
+	test_devlist();
+	test_import_refusals();
+	test_urbs();
+	test_hostile();
+	test_backpressure();
+
+	uw_loop_stop(loop);
+	pthread_join(loop_thread, NULL);
+	uw_server_free(srv);
+	uw_loop_free(loop);
+	return t_done();
+}
