@@ -50,8 +50,8 @@ struct uw_loop {
 	uint64_t timer_seq;
 	uint64_t now;
 	pthread_t thread;
-	bool running;
-	atomic_bool stop; /* set from any thread */
+	atomic_bool running; /* read by uw_loop_in_thread() on any thread */
+	atomic_bool stop;    /* set from any thread */
 	pthread_mutex_t post_lock;
 	struct post *post_head, *post_tail;
 };

@@ -28,10 +28,11 @@
 #include "uw_net.h"
 #include "uw_wire.h"
 
-#define RBUF_SIZE   (256u * 1024u)
-#define HASH_SIZE   256u
-#define MAX_IOV     256
-#define READ_ROUNDS 64
+#define RBUF_SIZE         (256u * 1024u)
+#define HASH_SIZE         256u
+#define MAX_IOV           256
+#define READ_ROUNDS       64
+#define MAX_SMALL_REPLIES 65536u
 
 struct session;
 struct listener;
@@ -55,7 +56,8 @@ struct urb_ctx {
 	struct urb_ctx *cqnext; /* cross-thread completion queue */
 	bool unlinking;
 	uint32_t unlink_seq;
-	int32_t req_np;    /* number_of_packets as sent (echoed for non-ISO -1) */
+	int32_t req_np; /* number_of_packets as sent (echoed for non-ISO -1) */
+	uint8_t setup_raw[UW_SETUP_LEN];
 	uint8_t *iso_wire; /* ISO descriptors: received, then re-encoded for the reply */
 	size_t mem;        /* bytes charged to the session */
 	struct out_item out;
@@ -97,6 +99,7 @@ struct session {
 	struct urb_ctx *hash[HASH_SIZE];
 	unsigned inflight; /* submitted, not finished */
 	size_t mem;        /* URB buffers charged, until their replies are written */
+	unsigned small;    /* queued replies that carry no URB (RET_UNLINK, op replies) */
 
 	struct out_item *oq_head, *oq_tail;
 	size_t oq_off; /* bytes of the head item already written */
@@ -169,9 +172,10 @@ static void ctx_free(struct session *s, struct urb_ctx *ctx)
 
 static void item_free(struct session *s, struct out_item *it)
 {
-	if (it->urb)
+	if (it->urb) {
 		ctx_free(s, it->urb); /* the item is embedded in it */
-	else {
+	} else {
+		s->small--;
 		free(it->heap);
 		free(it);
 	}
@@ -211,6 +215,8 @@ static struct out_item *op_reply(const uint8_t *bytes, size_t n)
 
 static void queue_item(struct session *s, struct out_item *it)
 {
+	if (!it->urb)
+		s->small++;
 	it->next = NULL;
 	if (s->oq_tail)
 		s->oq_tail->next = it;
@@ -343,7 +349,10 @@ static void process_rbuf(struct session *s);
 static bool over_budget(const struct session *s)
 {
 	const struct uw_server_config *c = &s->srv->cfg;
-	return s->inflight >= c->max_urbs || (s->mem >= c->max_bytes && s->inflight > 0);
+	/* A client that does not read its replies stops being read: URB buffers count in mem,
+	 * replies without a URB (RET_UNLINK floods) are counted here. */
+	return s->inflight >= c->max_urbs || (s->mem >= c->max_bytes && s->inflight > 0) ||
+	       s->small >= MAX_SMALL_REPLIES;
 }
 
 static void session_kick(struct session *s)
@@ -445,7 +454,7 @@ static void start_urb(struct session *s, struct urb_ctx *ctx)
 		}
 	}
 	if (u->xfer == UW_XFER_CONTROL)
-		uw_setup_decode(ctx->out.hdr, &u->setup); /* raw setup was parked in out.hdr */
+		uw_setup_decode(ctx->setup_raw, &u->setup);
 	struct urb_ctx **bucket = &s->hash[u->seqnum % HASH_SIZE];
 	ctx->hnext = *bucket;
 	*bucket = ctx;
@@ -555,6 +564,10 @@ static bool handle_urb_hdr(struct session *s, const uint8_t *p, size_t n, size_t
 		return false;
 	}
 	if (h.command == UW_CMD_UNLINK) {
+		if (s->small >= MAX_SMALL_REPLIES) {
+			s->paused = true; /* replies are not being read: stop reading too */
+			return false;
+		}
 		*used = UW_URB_HDR_LEN;
 		struct urb_ctx *t = hash_find(s, h.u.unlink.seqnum);
 		if (t && !t->unlinking) {
@@ -617,7 +630,7 @@ static bool handle_urb_hdr(struct session *s, const uint8_t *p, size_t n, size_t
 	u->num_iso = np;
 	u->done = urb_done;
 	u->owner = ctx;
-	memcpy(ctx->out.hdr, h.u.submit.setup, UW_SETUP_LEN);
+	memcpy(ctx->setup_raw, h.u.submit.setup, UW_SETUP_LEN);
 	*used = UW_URB_HDR_LEN;
 	if (data_len + iso_len) {
 		rx_setup(s, ctx, data_len, iso_len);
@@ -976,10 +989,8 @@ static void on_session_io(void *arg, uint32_t events)
 		session_flush(s);
 	if ((events & (UW_EV_IN | UW_EV_ERR)) && s->st != S_DEAD)
 		session_read(s);
-	if (s->st != S_DEAD) {
-		session_flush(s);
-		session_watch(s);
-	}
+	if (s->st != S_DEAD)
+		session_kick(s); /* written replies may have freed room to read again */
 	s->depth--;
 	session_leave(s);
 }

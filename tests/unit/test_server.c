@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "uw_server.h"
+#include "uw_uclient.h"
 #include "uw_test.h"
 
 /* ---- The test device ------------------------------------------------------------------------ */
@@ -661,6 +662,109 @@ static void test_backpressure(void)
 	close(fd);
 }
 
+/* The userspace client library against this server: sync and async requests, ISO layout,
+ * unlink, and close completing what is pending. */
+static void count_cb(uw_ureq *r)
+{
+	(*(int *)r->user)++;
+}
+
+static void test_uclient(void)
+{
+	uint32_t st;
+	int fd = -1;
+	for (int k = 0; k < 200 && fd < 0; k++) {
+		fd = import_dev("7-1", &st);
+		if (fd < 0) {
+			struct timespec ts = {0, 10 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	uw_usb_device dev = {.busid = "7-1", .busnum = 7, .devnum = 1};
+	uw_uclient *c = uw_uclient_from_fd(fd, &dev);
+	uint8_t desc[18];
+	int n = uw_uclient_control(c, 0x80, 6, 0x0100, 0, desc, 18, 2000);
+	t_ok(n == 18 && memcmp(desc, dev_desc, 18) == 0,
+	     "uclient: GET_DESCRIPTOR returns 18 bytes");
+	n = uw_uclient_control(c, 0x80, 6, 0x0300, 0, desc, 18, 2000);
+	t_ok(n == UW_URB_EPIPE, "uclient: a stalled request returns -EPIPE (%d)", n);
+	n = uw_uclient_control(c, 0x00, 5, 3, 0, NULL, 0, 2000);
+	t_ok(n == 0, "uclient: SET_ADDRESS completes locally");
+	uint8_t out[3000], in[3000];
+	for (int i = 0; i < 3000; i++)
+		out[i] = (uint8_t)(i ^ 0x5a);
+	n = uw_uclient_transfer(c, 2, UW_DIR_OUT, UW_XFER_BULK, out, 3000, 2000);
+	int m = uw_uclient_transfer(c, 2, UW_DIR_IN, UW_XFER_BULK, in, 3000, 2000);
+	t_ok(n == 3000 && m == 3000 && memcmp(in, out, 3000) == 0,
+	     "uclient: 3000 bytes out and back in");
+	/* Async: 32 in flight, completed from another thread on the server side. */
+	static uint8_t bufs[32][512];
+	uw_ureq reqs[32];
+	int done = 0;
+	for (int i = 0; i < 32; i++) {
+		reqs[i] = (uw_ureq){.ep = 4,
+		                    .dir = UW_DIR_IN,
+		                    .xfer = UW_XFER_BULK,
+		                    .buf = bufs[i],
+		                    .len = 512,
+		                    .cb = count_cb,
+		                    .user = &done};
+		uw_uclient_submit(c, &reqs[i]);
+	}
+	while (done < 32 && uw_uclient_poll(c, 2000) > 0)
+		;
+	bool all = done == 32;
+	for (int i = 0; i < 32; i++)
+		all = all && reqs[i].status == 0 && reqs[i].actual == 512 && bufs[i][511] == 0x44;
+	t_ok(all, "uclient: 32 requests in flight all complete with their data");
+	/* ISO IN: data spread back to each packet's offset. */
+	uint8_t isobuf[30];
+	memset(isobuf, 0xee, sizeof isobuf);
+	uw_upkt pk[3] = {{0, 10, 0, 0}, {10, 10, 0, 0}, {20, 10, 0, 0}};
+	uw_ureq iso = {.ep = 3,
+	               .dir = UW_DIR_IN,
+	               .xfer = UW_XFER_ISO,
+	               .buf = isobuf,
+	               .len = 30,
+	               .num_iso = 3,
+	               .iso = pk,
+	               .interval = 1,
+	               .cb = count_cb,
+	               .user = &done};
+	done = 0;
+	uw_uclient_submit(c, &iso);
+	while (!done && uw_uclient_poll(c, 2000) > 0)
+		;
+	t_ok(done == 1 && iso.actual == 3 && pk[1].actual_length == 1 && isobuf[10] == 1 &&
+	         pk[2].actual_length == 2 && isobuf[20] == 2 && isobuf[21] == 2 &&
+	         pk[1].status == UW_URB_EXDEV,
+	     "uclient: iso IN packets land at their offsets with their status");
+	/* Unlink a held request. */
+	uint8_t hb[64];
+	uw_ureq held = {.ep = 1,
+	                .dir = UW_DIR_IN,
+	                .xfer = UW_XFER_BULK,
+	                .buf = hb,
+	                .len = 64,
+	                .cb = count_cb,
+	                .user = &done};
+	done = 0;
+	uw_uclient_submit(c, &held);
+	uw_uclient_poll(c, 100);
+	uw_uclient_unlink(c, &held);
+	while (!done && uw_uclient_poll(c, 2000) > 0)
+		;
+	t_ok(done == 1 && held.status == UW_URB_ECONNRESET,
+	     "uclient: unlinking a pending request completes it once with -ECONNRESET");
+	/* Close with one pending: its callback runs with -ESHUTDOWN. */
+	done = 0;
+	uw_uclient_submit(c, &held);
+	uw_uclient_poll(c, 100);
+	uw_uclient_close(c);
+	t_ok(done == 1 && held.status == UW_URB_ESHUTDOWN,
+	     "uclient: closing completes the pending request with -ESHUTDOWN");
+}
+
 int main(void)
 {
 	loop = uw_loop_new();
@@ -689,6 +793,7 @@ int main(void)
 	test_urbs();
 	test_hostile();
 	test_backpressure();
+	test_uclient();
 
 	uw_loop_stop(loop);
 	pthread_join(loop_thread, NULL);
