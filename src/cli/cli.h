@@ -19,6 +19,7 @@ struct uw_cmd_entry {
 /* Subcommands, one file each. Each returns the process exit status (0 ok, 1 failure, 2 usage). */
 int cmd_serve(int argc, char **argv);
 int cmd_list(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 /* A logger writing "TIME LEVEL: line" to stderr; level is the most verbose level shown. */
 void cli_logger(uw_logger *lg, int level);

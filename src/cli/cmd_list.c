@@ -50,6 +50,16 @@ static const char *class_name(uint8_t c)
 	return "unknown class";
 }
 
+/* Copies at most n - 1 bytes of src and a NUL. */
+static void copy_str(char *dst, size_t n, const char *src)
+{
+	size_t k = strlen(src);
+	if (k >= n)
+		k = n - 1;
+	memcpy(dst, src, k);
+	dst[k] = '\0';
+}
+
 /* Vendor and product names from usb.ids, read only when printing (it is large). */
 static void id_names(uint16_t vid, uint16_t pid, char *vendor, size_t vl, char *product, size_t pl)
 {
@@ -71,7 +81,7 @@ static void id_names(uint16_t vid, uint16_t pid, char *vendor, size_t vl, char *
 			continue;
 		if (!in_vendor) {
 			if (!strncmp(line, want, 4) && line[4] == ' ') {
-				snprintf(vendor, vl, "%s", line + 6);
+				copy_str(vendor, vl, line + 6);
 				in_vendor = true;
 				snprintf(want, sizeof want, "%04x", pid);
 			}
@@ -80,7 +90,7 @@ static void id_names(uint16_t vid, uint16_t pid, char *vendor, size_t vl, char *
 		if (line[0] != '\t')
 			break;
 		if (!strncmp(line + 1, want, 4) && line[5] == ' ') {
-			snprintf(product, pl, "%s", line + 7);
+			copy_str(product, pl, line + 7);
 			break;
 		}
 	}

@@ -11,6 +11,7 @@
 static const struct uw_cmd_entry commands[] = {
     {"serve", cmd_serve, "export devices over USB/IP (emulated or real)"},
     {"list", cmd_list, "list devices exported by a server (-r HOST) or local ones (-l)"},
+    {"bench", cmd_bench, "measure control round trips and bulk throughput to a source/sink"},
 };
 
 static void usage(FILE *f)
