@@ -50,7 +50,7 @@ MODULES = [
     "usb_f_obex", "usb_f_hid", "usb_f_uac1", "usb_f_uac2", "usb_f_fs", "usb_f_midi",
     "usb_f_printer", "usb_f_ecm", "usb_f_ncm", "usb_f_rndis", "gadgetfs",
     "usb-storage", "uas", "sd_mod", "usbhid", "hid-generic", "evdev", "cdc-acm", "usbserial",
-    "usbtest", "usbmon", "sch_netem", "sch_tbf", "loop", "ext4", "vfat",
+    "usbtest", "usbmon", "sch_netem", "sch_tbf", "loop", "ext4", "vfat", "crc32c_generic",
     "nls_cp437", "nls_iso8859-1", "nls_utf8", "nls_ascii",
 ]
 # Loaded at boot (dummy_hcd first so its buses are 1..4, as docs/testbed.md says). Function
