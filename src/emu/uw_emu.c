@@ -273,10 +273,14 @@ static void update_info(uw_emu *e, bool notify)
 	uw_usb_interface ifaces[UW_MAX_INTERFACES];
 	memset(&info, 0, sizeof info);
 	memset(ifaces, 0, sizeof ifaces);
-	int r = uw_devrec_from_descriptors(&e->devd, e->config_value ? e->config : NULL,
-	                                   e->config_len, e->config_value, &e->alt, e->busid,
-	                                   e->path, e->busnum, e->devnum, (enum uw_speed)e->speed,
-	                                   &info, ifaces, UW_MAX_INTERFACES);
+	/* While no host has configured it, an emulated device is described as it will be once
+	 * configured - its one configuration, altsettings 0 - as usbip-host exports devices the
+	 * server's own kernel has configured. `usbip list` then shows the interface classes. */
+	uint8_t shown = e->config_value ? e->config_value : e->config[5];
+	int r = uw_devrec_from_descriptors(&e->devd, e->config, e->config_len, shown,
+	                                   e->config_value ? &e->alt : NULL, e->busid, e->path,
+	                                   e->busnum, e->devnum, (enum uw_speed)e->speed, &info,
+	                                   ifaces, UW_MAX_INTERFACES);
 	if (r != UW_OK)
 		return; /* validated at creation: cannot happen */
 	bool changed = memcmp(&info, &d->info, sizeof info) != 0 ||
