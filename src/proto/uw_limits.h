@@ -4,7 +4,7 @@
  *
  * Wire sizes are facts of the Linux protocol 0x0111 (see docs/protocol.md). Limits are our policy:
  * each is checked before anything is allocated for a value a peer sent, in one place (uw_wire.c
- * for messages, uw_desc.c for descriptors), and each has a test at and just past the limit.
+ * for messages, uw_usbdesc.c for descriptors), and each has a test at and just past the limit.
  */
 #ifndef UW_LIMITS_H
 #define UW_LIMITS_H
