@@ -33,6 +33,13 @@
 #define MAX_IOV           256
 #define READ_ROUNDS       64
 #define MAX_SMALL_REPLIES 65536u
+#define POOL_MIN_SHIFT    12 /* 4 KiB: smaller buffers come from malloc */
+#define POOL_CLASSES      13 /* 4 KiB .. 16 MiB */
+#define POOL_MAX_BYTES    (32u << 20)
+
+struct pool_buf {
+	struct pool_buf *next;
+};
 
 struct session;
 struct listener;
@@ -129,6 +136,11 @@ struct uw_server {
 	uw_task_fn sd_done;
 	void *sd_arg;
 	uw_timer *sd_timer;
+	/* Recycled URB buffers (loop thread only): large buffers straight from malloc come back
+	 * as fresh pages each time, and faulting in 256 pages per 1 MiB URB costs more than the
+	 * transfer. Power-of-two classes from POOL_MIN to UW_MAX_TRANSFER_LEN, capped in bytes. */
+	struct pool_buf *pool[POOL_CLASSES];
+	size_t pool_bytes;
 };
 
 #define LOG(srv, lvl, ...) uw_logf(&(srv)->cfg.log, lvl, __VA_ARGS__)
@@ -159,10 +171,62 @@ static void hash_del(struct session *s, struct urb_ctx *ctx)
 	}
 }
 
+/* Size class of a len-byte buffer, or -1 for small ones that bypass the pool. */
+static int pool_class(size_t len)
+{
+	if (len <= (1u << POOL_MIN_SHIFT) / 2)
+		return -1;
+	int c = 0;
+	while (((size_t)1 << (POOL_MIN_SHIFT + c)) < len)
+		c++;
+	return c;
+}
+
+static void *buf_get(uw_server *srv, size_t len)
+{
+	int c = pool_class(len);
+	if (c < 0)
+		return malloc(len);
+	struct pool_buf *b = srv->pool[c];
+	if (b) {
+		srv->pool[c] = b->next;
+		srv->pool_bytes -= (size_t)1 << (POOL_MIN_SHIFT + c);
+		return b;
+	}
+	return malloc((size_t)1 << (POOL_MIN_SHIFT + c));
+}
+
+static void buf_put(uw_server *srv, void *p, size_t len)
+{
+	int c = pool_class(len);
+	size_t size = c < 0 ? 0 : (size_t)1 << (POOL_MIN_SHIFT + c);
+	if (!p || c < 0 || srv->pool_bytes + size > POOL_MAX_BYTES) {
+		free(p);
+		return;
+	}
+	struct pool_buf *b = p;
+	b->next = srv->pool[c];
+	srv->pool[c] = b;
+	srv->pool_bytes += size;
+}
+
+/* Returns every pooled buffer to the system: an idle server keeps nothing it does not need. */
+static void pool_drain(uw_server *srv)
+{
+	for (int c = 0; c < POOL_CLASSES; c++) {
+		while (srv->pool[c]) {
+			struct pool_buf *b = srv->pool[c];
+			srv->pool[c] = b->next;
+			free(b);
+		}
+	}
+	srv->pool_bytes = 0;
+}
+
 static void ctx_free(struct session *s, struct urb_ctx *ctx)
 {
 	s->mem -= ctx->mem;
-	free(ctx->u.buf);
+	buf_put(s->srv, ctx->u.buf, ctx->u.len);
 	free(ctx->u.iso);
 	free(ctx->iso_wire);
 	if (ctx->out.parts != ctx->out.inline_parts)
@@ -599,14 +663,14 @@ static bool handle_urb_hdr(struct session *s, const uint8_t *p, size_t n, size_t
 	struct urb_ctx *ctx = calloc(1, sizeof *ctx);
 	uint32_t np = xfer == UW_XFER_ISO ? (uint32_t)h.u.submit.number_of_packets : 0;
 	if (ctx && len)
-		ctx->u.buf = malloc(len);
+		ctx->u.buf = buf_get(s->srv, len);
 	if (ctx && np) {
 		ctx->u.iso = calloc(np, sizeof *ctx->u.iso);
 		ctx->iso_wire = malloc((size_t)np * UW_ISO_DESC_LEN);
 	}
 	if (!ctx || (len && !ctx->u.buf) || (np && (!ctx->u.iso || !ctx->iso_wire))) {
 		if (ctx) {
-			free(ctx->u.buf);
+			buf_put(s->srv, ctx->u.buf, len);
 			free(ctx->u.iso);
 			free(ctx->iso_wire);
 			free(ctx);
@@ -978,6 +1042,8 @@ static void session_leave(struct session *s)
 	pthread_mutex_destroy(&s->cq_lock);
 	free(s->rbuf);
 	free(s);
+	if (!srv->sessions)
+		pool_drain(srv);
 	check_shutdown_done(srv);
 }
 
@@ -1230,6 +1296,7 @@ void uw_server_free(uw_server *srv)
 	}
 	for (size_t i = 0; i < srv->nexports; i++)
 		srv->exports[i].dev->ops->destroy(srv->exports[i].dev);
+	pool_drain(srv);
 	free(srv->exports);
 	free(srv);
 }
