@@ -41,6 +41,25 @@ struct pool_buf {
 	struct pool_buf *next;
 };
 
+/* In sanitizer builds a pooled buffer is poisoned (all but its link), so a stale pointer to a
+ * finished URB's buffer is still reported as a use after free. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UW_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) && !defined(UW_ASAN)
+#define UW_ASAN 1
+#endif
+#ifdef UW_ASAN
+#include <sanitizer/asan_interface.h>
+#define POOL_POISON(p, n)   ASAN_POISON_MEMORY_REGION(p, n)
+#define POOL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define POOL_POISON(p, n)   ((void)(p), (void)(n))
+#define POOL_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 struct session;
 struct listener;
 
@@ -191,6 +210,7 @@ static void *buf_get(uw_server *srv, size_t len)
 	if (b) {
 		srv->pool[c] = b->next;
 		srv->pool_bytes -= (size_t)1 << (POOL_MIN_SHIFT + c);
+		POOL_UNPOISON(b, (size_t)1 << (POOL_MIN_SHIFT + c));
 		return b;
 	}
 	return malloc((size_t)1 << (POOL_MIN_SHIFT + c));
@@ -208,6 +228,7 @@ static void buf_put(uw_server *srv, void *p, size_t len)
 	b->next = srv->pool[c];
 	srv->pool[c] = b;
 	srv->pool_bytes += size;
+	POOL_POISON((uint8_t *)p + sizeof *b, size - sizeof *b);
 }
 
 /* Returns every pooled buffer to the system: an idle server keeps nothing it does not need. */
@@ -217,6 +238,7 @@ static void pool_drain(uw_server *srv)
 		while (srv->pool[c]) {
 			struct pool_buf *b = srv->pool[c];
 			srv->pool[c] = b->next;
+			POOL_UNPOISON(b, (size_t)1 << (POOL_MIN_SHIFT + c));
 			free(b);
 		}
 	}
