@@ -233,24 +233,33 @@ int cmd_bench(int argc, char **argv)
 		cli_err("bench: invalid configuration descriptor");
 		goto out;
 	}
+	/* A source/sink is a vendor-specific interface (class 0xff) with a bulk IN and a bulk OUT
+	 * endpoint in altsetting 0. Anything else (storage, serial...) would take the benchmark's
+	 * data as commands: refuse it. */
 	uint8_t ep_in = 0, ep_out = 0;
-	int iface = -1;
+	int iface = -1, cur_class = -1, cur_iface = -1;
 	uw_desc_item item;
 	while (uw_config_iter_next(&it, &item) == 1) {
-		if (item.kind != UW_DK_ENDPOINT || item.alt != 0 || item.u.ep.xfer != UW_XFER_BULK)
+		if (item.kind == UW_DK_INTERFACE) {
+			cur_class = item.u.intf.interface_class;
+			cur_iface = item.u.intf.interface_number;
 			continue;
-		if (iface >= 0 && item.iface != iface)
+		}
+		if (item.kind != UW_DK_ENDPOINT || item.alt != 0 ||
+		    item.u.ep.xfer != UW_XFER_BULK || cur_class != 0xff ||
+		    (iface >= 0 && cur_iface != iface))
 			continue;
 		if (item.u.ep.dir == UW_DIR_IN && !ep_in)
 			ep_in = item.u.ep.number;
 		if (item.u.ep.dir == UW_DIR_OUT && !ep_out)
 			ep_out = item.u.ep.number;
-		iface = item.iface;
+		iface = cur_iface;
 	}
 	if (!ep_in || !ep_out) {
-		cli_err("bench: %s has no interface with bulk IN and OUT endpoints (use a "
-		        "source/sink device: emu:sink or usb_f_ss_lb)",
-		        busid);
+		cli_err(
+		    "bench: %s is not a source/sink device (no vendor-specific interface with "
+		    "bulk IN and OUT endpoints); use emu:sink or the kernel's usb_f_ss_lb gadget",
+		    busid);
 		goto out;
 	}
 	/* Exported by usbip-host, a device is unconfigured until the client configures it. */

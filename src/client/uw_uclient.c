@@ -24,8 +24,9 @@
 #define MAXIOV 256
 
 struct unlink_rec {
-	uint32_t seqnum; /* the CMD_UNLINK's */
-	uw_ureq *target;
+	uint32_t seqnum;     /* the CMD_UNLINK's */
+	uint32_t target_seq; /* by seqnum: the request may have completed (and be freed or
+	                      * reused by its owner) before the RET_UNLINK arrives */
 	uint8_t hdr[UW_URB_HDR_LEN];
 	bool sent;
 	struct unlink_rec *next;
@@ -58,6 +59,7 @@ struct uw_uclient {
 	uw_ureq *done_head, *done_tail; /* completed, callbacks not yet run */
 	char err[256];
 	bool failed;
+	bool closing;
 };
 
 static uint32_t new_seq(uw_uclient *c)
@@ -119,13 +121,11 @@ int uw_uclient_open(const char *host, uint16_t port, const char *busid, int time
 	return UW_OK;
 }
 
-static void push_out(uw_uclient *c, uw_ureq *r, struct unlink_rec *ul)
+static bool push_out(uw_uclient *c, uw_ureq *r, struct unlink_rec *ul)
 {
 	struct outq *q = malloc(sizeof *q);
-	if (!q) {
-		fail(c, "out of memory", NULL);
-		return;
-	}
+	if (!q)
+		return false;
 	q->req = r;
 	q->ul = ul;
 	q->next = NULL;
@@ -134,6 +134,7 @@ static void push_out(uw_uclient *c, uw_ureq *r, struct unlink_rec *ul)
 	else
 		c->oq_head = q;
 	c->oq_tail = q;
+	return true;
 }
 
 static void complete(uw_uclient *c, uw_ureq *r, int32_t status, uint32_t actual)
@@ -173,7 +174,10 @@ int uw_uclient_submit(uw_uclient *c, uw_ureq *r)
 {
 	if (c->failed)
 		return UW_E_CLOSED;
-	if (r->ep > UW_MAX_EP || r->len > UW_MAX_TRANSFER_LEN || (r->len && !r->buf) ||
+	if (c->closing)
+		return UW_E_CLOSED;
+	if (r->ep > UW_MAX_EP || r->dir > UW_DIR_IN || r->xfer > UW_XFER_INT ||
+	    r->len > UW_MAX_TRANSFER_LEN || (r->len && !r->buf) ||
 	    (r->xfer == UW_XFER_CONTROL && r->len != r->setup.w_length) ||
 	    (r->xfer == UW_XFER_ISO &&
 	     (r->num_iso == 0 || r->num_iso > UW_MAX_ISO_PACKETS || !r->iso)))
@@ -182,9 +186,15 @@ int uw_uclient_submit(uw_uclient *c, uw_ureq *r)
 		r->dir = r->len && !(r->setup.bm_request_type & 0x80) ? UW_DIR_OUT
 		         : r->setup.bm_request_type & 0x80            ? UW_DIR_IN
 		                                                      : UW_DIR_OUT;
-	for (uint32_t i = 0; r->xfer == UW_XFER_ISO && i < r->num_iso; i++)
-		if ((uint64_t)r->iso[i].offset + r->iso[i].length > r->len)
+	/* ISO packets inside the buffer, in ascending order without overlap (the compacted IN
+	 * data is spread back to the offsets in place), each no longer than the protocol allows. */
+	uint64_t next_free = 0;
+	for (uint32_t i = 0; r->xfer == UW_XFER_ISO && i < r->num_iso; i++) {
+		if (r->iso[i].offset < next_free || r->iso[i].length > UW_MAX_ISO_PACKET_LEN ||
+		    (uint64_t)r->iso[i].offset + r->iso[i].length > r->len)
 			return UW_E_INVAL;
+		next_free = (uint64_t)r->iso[i].offset + r->iso[i].length;
+	}
 	r->status = 0;
 	r->actual = 0;
 	r->error_count = 0;
@@ -208,28 +218,40 @@ int uw_uclient_submit(uw_uclient *c, uw_ureq *r)
 	} else {
 		r->wire_iso = NULL;
 	}
+	/* Queue first: a request is registered only once nothing can fail any more. */
+	if (!push_out(c, r, NULL)) {
+		free(r->wire_iso);
+		r->wire_iso = NULL;
+		return UW_E_NOMEM;
+	}
+	r->unlinked = false;
 	r->hnext = c->hash[r->seqnum % HASH];
 	c->hash[r->seqnum % HASH] = r;
 	c->pending++;
-	push_out(c, r, NULL);
-	return c->failed ? UW_E_NOMEM : UW_OK;
+	return UW_OK;
 }
 
 int uw_uclient_unlink(uw_uclient *c, uw_ureq *r)
 {
 	if (hash_find(c, r->seqnum) != r)
 		return UW_E_NOTFOUND;
+	if (r->unlinked)
+		return UW_E_STATE; /* one CMD_UNLINK per request */
 	struct unlink_rec *ul = calloc(1, sizeof *ul);
 	if (!ul)
 		return UW_E_NOMEM;
 	ul->seqnum = new_seq(c);
-	ul->target = r;
+	ul->target_seq = r->seqnum;
 	uw_urb_hdr h = {.command = UW_CMD_UNLINK, .seqnum = ul->seqnum, .devid = c->devid};
 	h.u.unlink.seqnum = r->seqnum;
 	uw_urb_hdr_encode(&h, ul->hdr);
+	if (!push_out(c, NULL, ul)) {
+		free(ul);
+		return UW_E_NOMEM;
+	}
 	ul->next = c->unlinks;
 	c->unlinks = ul;
-	push_out(c, NULL, ul);
+	r->unlinked = true;
 	return UW_OK;
 }
 
@@ -429,11 +451,14 @@ static bool process(uw_uclient *c)
 				struct unlink_rec *ul = *pp;
 				if (ul->seqnum != h.seqnum)
 					continue;
+				if (!ul->sent) {
+					fail(c, "invalid reply from server",
+					     "RET_UNLINK for a CMD_UNLINK not yet sent");
+					return false;
+				}
 				*pp = ul->next;
 				/* Target still pending: the unlink answers for it. */
-				uw_ureq *t = hash_find(c, ul->target->seqnum) == ul->target
-				                 ? hash_take(c, ul->target->seqnum)
-				                 : NULL;
+				uw_ureq *t = hash_take(c, ul->target_seq);
 				if (t) {
 					free(t->wire_iso);
 					t->wire_iso = NULL;
@@ -559,6 +584,7 @@ void uw_uclient_close(uw_uclient *c)
 {
 	if (!c)
 		return;
+	c->closing = true; /* callbacks that resubmit now get UW_E_CLOSED */
 	close(c->fd);
 	c->fd = -1;
 	if (c->rx) {
@@ -598,6 +624,52 @@ static void sync_done(uw_ureq *r)
 	*(int *)r->user = 1;
 }
 
+/* Drops r without its callback, for a caller about to lose r's storage: from the table, the
+ * send queue, the completed list and the reply being received. If part of r was already
+ * written or is being read, the stream cannot go on: the connection is failed. */
+static void forget(uw_uclient *c, uw_ureq *r)
+{
+	if (hash_find(c, r->seqnum) == r)
+		hash_take(c, r->seqnum);
+	struct outq *prev = NULL;
+	for (struct outq *q = c->oq_head, *next; q; q = next) {
+		next = q->next;
+		if (q->req != r) {
+			prev = q;
+			continue;
+		}
+		if (q == c->oq_head && c->oq_off) {
+			fail(c, "a request was abandoned while it was being sent", NULL);
+			c->oq_off = 0;
+		}
+		if (prev)
+			prev->next = next;
+		else
+			c->oq_head = next;
+		if (c->oq_tail == q)
+			c->oq_tail = prev;
+		free(q);
+	}
+	uw_ureq *dprev = NULL;
+	for (uw_ureq *d = c->done_head; d; dprev = d, d = d->next) {
+		if (d != r)
+			continue;
+		if (dprev)
+			dprev->next = d->next;
+		else
+			c->done_head = d->next;
+		if (c->done_tail == d)
+			c->done_tail = dprev;
+		break;
+	}
+	if (c->rx == r) {
+		fail(c, "a request was abandoned while its reply was being received", NULL);
+		c->rx = NULL;
+	}
+	free(r->wire_iso);
+	r->wire_iso = NULL;
+}
+
 static int run_sync(uw_uclient *c, uw_ureq *r, int timeout_ms)
 {
 	int done = 0;
@@ -610,13 +682,22 @@ static int run_sync(uw_uclient *c, uw_ureq *r, int timeout_ms)
 	while (!done) {
 		uint64_t now = now_ms();
 		if (now >= deadline) {
+			/* Cancel, and give the server a bounded time to answer the unlink. */
 			uw_uclient_unlink(c, r);
-			while (!done && uw_uclient_poll(c, 1000) >= 0)
+			uint64_t grace = now_ms() + 2000;
+			while (!done && now_ms() < grace && uw_uclient_poll(c, 200) >= 0)
 				;
-			return done && r->status ? r->status : UW_E_TIMEOUT;
+			if (done)
+				return r->status ? r->status : (int)r->actual;
+			fail(c, "a request timed out and the server did not answer its unlink",
+			     NULL);
+			forget(c, r);
+			return UW_E_TIMEOUT;
 		}
-		if (uw_uclient_poll(c, (int)(deadline - now)) < 0 && !done)
+		if (uw_uclient_poll(c, (int)(deadline - now)) < 0 && !done) {
+			forget(c, r); /* r lives on the caller's stack */
 			return UW_E_CLOSED;
+		}
 	}
 	return r->status ? r->status : (int)r->actual;
 }

@@ -56,6 +56,7 @@ struct uw_ureq {
 	uw_ureq *next;
 	uw_ureq *hnext;
 	bool sent;
+	bool unlinked;
 };
 
 /**
@@ -74,7 +75,8 @@ uw_uclient *uw_uclient_from_fd(int fd, const uw_usb_device *dev);
 int uw_uclient_submit(uw_uclient *c, uw_ureq *r);
 
 /** uw_uclient_unlink() - ask the server to cancel r (submitted, not yet completed). Its
- * callback still runs exactly once. Returns 0 or UW_E_NOTFOUND. */
+ * callback still runs exactly once. Returns 0, UW_E_NOTFOUND (not pending), UW_E_STATE (already
+ * unlinked) or UW_E_NOMEM. */
 int uw_uclient_unlink(uw_uclient *c, uw_ureq *r);
 
 /**

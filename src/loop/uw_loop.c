@@ -34,11 +34,21 @@ struct uw_timer {
 	struct uw_timer *next;
 };
 
-struct post {
+/* uw_loop_post() allocates one of these; its task runs a trampoline that frees it first. */
+struct heap_post {
+	uw_loop_task task; /* first: a task pointer is the heap_post pointer */
 	uw_task_fn fn;
 	void *arg;
-	struct post *next;
 };
+
+static void heap_post_run(void *arg)
+{
+	struct heap_post *p = arg;
+	uw_task_fn fn = p->fn;
+	void *fa = p->arg;
+	free(p);
+	fn(fa);
+}
 
 struct uw_loop {
 	int epfd;
@@ -53,7 +63,7 @@ struct uw_loop {
 	atomic_bool running; /* read by uw_loop_in_thread() on any thread */
 	atomic_bool stop;    /* set from any thread */
 	pthread_mutex_t post_lock;
-	struct post *post_head, *post_tail;
+	uw_loop_task *post_head, *post_tail;
 };
 
 static uint64_t mono_ms(void)
@@ -97,9 +107,10 @@ void uw_loop_free(uw_loop *l)
 		free(t);
 	}
 	while (l->post_head) {
-		struct post *p = l->post_head;
-		l->post_head = p->next;
-		free(p);
+		uw_loop_task *t = l->post_head;
+		l->post_head = t->next;
+		if (t->fn == heap_post_run)
+			free(t);
 	}
 	pthread_mutex_destroy(&l->post_lock);
 	close(l->epfd);
@@ -113,6 +124,8 @@ static uint32_t to_epoll(uint32_t events)
 	uint32_t e = 0;
 	if (events & UW_EV_IN)
 		e |= EPOLLIN | EPOLLRDHUP;
+	if (events & UW_EV_HUP)
+		e |= EPOLLRDHUP;
 	if (events & UW_EV_OUT)
 		e |= EPOLLOUT;
 	return e;
@@ -188,21 +201,16 @@ void uw_loop_timer_cancel(uw_loop *l, uw_timer *t)
 	}
 }
 
-int uw_loop_post(uw_loop *l, uw_task_fn fn, void *arg)
+static void enqueue(uw_loop *l, uw_loop_task *t)
 {
-	struct post *p = malloc(sizeof *p);
-	if (!p)
-		return UW_E_NOMEM;
-	p->fn = fn;
-	p->arg = arg;
-	p->next = NULL;
+	t->next = NULL;
 	pthread_mutex_lock(&l->post_lock);
 	bool was_empty = l->post_head == NULL;
 	if (l->post_tail)
-		l->post_tail->next = p;
+		l->post_tail->next = t;
 	else
-		l->post_head = p;
-	l->post_tail = p;
+		l->post_head = t;
+	l->post_tail = t;
 	pthread_mutex_unlock(&l->post_lock);
 	if (was_empty) {
 		uint64_t one = 1;
@@ -210,7 +218,42 @@ int uw_loop_post(uw_loop *l, uw_task_fn fn, void *arg)
 		ssize_t n = write(l->evfd, &one, sizeof one);
 		(void)n;
 	}
+}
+
+int uw_loop_post(uw_loop *l, uw_task_fn fn, void *arg)
+{
+	struct heap_post *p = malloc(sizeof *p);
+	if (!p)
+		return UW_E_NOMEM;
+	p->task.fn = heap_post_run;
+	p->task.arg = p;
+	p->fn = fn;
+	p->arg = arg;
+	enqueue(l, &p->task);
 	return UW_OK;
+}
+
+void uw_loop_post_task(uw_loop *l, uw_loop_task *t)
+{
+	enqueue(l, t);
+}
+
+void uw_loop_cancel_task(uw_loop *l, uw_loop_task *t)
+{
+	pthread_mutex_lock(&l->post_lock);
+	uw_loop_task *prev = NULL;
+	for (uw_loop_task *c = l->post_head; c; prev = c, c = c->next) {
+		if (c != t)
+			continue;
+		if (prev)
+			prev->next = c->next;
+		else
+			l->post_head = c->next;
+		if (l->post_tail == c)
+			l->post_tail = prev;
+		break;
+	}
+	pthread_mutex_unlock(&l->post_lock);
 }
 
 void uw_loop_stop(uw_loop *l)
@@ -237,14 +280,14 @@ static void run_posts(uw_loop *l)
 	ssize_t n = read(l->evfd, &v, sizeof v);
 	(void)n;
 	pthread_mutex_lock(&l->post_lock);
-	struct post *p = l->post_head;
+	uw_loop_task *t = l->post_head;
 	l->post_head = l->post_tail = NULL;
 	pthread_mutex_unlock(&l->post_lock);
-	while (p) {
-		struct post *next = p->next;
-		p->fn(p->arg);
-		free(p);
-		p = next;
+	while (t) {
+		/* Read next first: once it has run, a task may be freed or posted again. */
+		uw_loop_task *next = t->next;
+		t->fn(t->arg);
+		t = next;
 	}
 }
 
@@ -299,6 +342,8 @@ int uw_loop_run(uw_loop *l)
 			uint32_t e = 0;
 			if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP))
 				e |= UW_EV_IN;
+			if (evs[i].events & (EPOLLRDHUP | EPOLLHUP))
+				e |= UW_EV_HUP;
 			if (evs[i].events & EPOLLOUT)
 				e |= UW_EV_OUT;
 			if (evs[i].events & (EPOLLERR | EPOLLHUP))

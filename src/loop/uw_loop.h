@@ -14,7 +14,10 @@
 typedef struct uw_loop uw_loop;
 typedef struct uw_timer uw_timer;
 
-enum { UW_EV_IN = 1u << 0, UW_EV_OUT = 1u << 1, UW_EV_ERR = 1u << 2 };
+/* Events. UW_EV_HUP: the peer hung up or half-closed (EPOLLHUP/EPOLLRDHUP); it is reported
+ * together with UW_EV_IN (a read then sees the end), and can be watched on its own, without
+ * UW_EV_IN, by a reader that has paused. */
+enum { UW_EV_IN = 1u << 0, UW_EV_OUT = 1u << 1, UW_EV_ERR = 1u << 2, UW_EV_HUP = 1u << 3 };
 
 /* Called on the loop thread with the UW_EV_* bits that are ready. */
 typedef void (*uw_io_fn)(void *arg, uint32_t events);
@@ -45,6 +48,19 @@ void uw_loop_timer_cancel(uw_loop *l, uw_timer *t);
  * and from signal-free contexts. Posts run in order. Returns 0 or UW_E_NOMEM.
  */
 int uw_loop_post(uw_loop *l, uw_task_fn fn, void *arg);
+
+/* A post whose storage the caller owns: posting cannot fail. The caller must not post the same
+ * task again before it has run (keep a flag). */
+typedef struct uw_loop_task {
+	uw_task_fn fn;
+	void *arg;
+	struct uw_loop_task *next;
+} uw_loop_task;
+
+/** uw_loop_post_task() - like uw_loop_post() with caller storage t (fn, arg set). Thread-safe. */
+void uw_loop_post_task(uw_loop *l, uw_loop_task *t);
+/** uw_loop_cancel_task() - withdraw t if it is posted and has not run. Thread-safe. */
+void uw_loop_cancel_task(uw_loop *l, uw_loop_task *t);
 
 /** uw_loop_run() - dispatch events until uw_loop_stop(). Returns 0 or a negative uw_err. */
 int uw_loop_run(uw_loop *l);

@@ -261,11 +261,31 @@ static int wait_fd(int fd, short ev, int timeout_ms)
 	return r < 0 ? UW_E_IO : UW_OK;
 }
 
+/* Milliseconds left until deadline (a CLOCK_MONOTONIC time in ms), at least 0. */
+static int ms_left(uint64_t deadline)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	return now >= deadline ? 0 : (int)(deadline - now);
+}
+
+static uint64_t deadline_in(int timeout_ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u +
+	       (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+}
+
+/* The timeout bounds the whole transfer, not each wait: a peer dripping one byte at a time
+ * cannot hold the caller longer than timeout_ms. */
 int uw_net_send_all(int fd, const void *buf, size_t n, int timeout_ms)
 {
 	const uint8_t *p = buf;
+	uint64_t deadline = deadline_in(timeout_ms);
 	while (n > 0) {
-		int w = wait_fd(fd, POLLOUT, timeout_ms);
+		int w = wait_fd(fd, POLLOUT, ms_left(deadline));
 		if (w != UW_OK)
 			return w;
 		ssize_t k = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -283,8 +303,9 @@ int uw_net_send_all(int fd, const void *buf, size_t n, int timeout_ms)
 int uw_net_recv_all(int fd, void *buf, size_t n, int timeout_ms)
 {
 	uint8_t *p = buf;
+	uint64_t deadline = deadline_in(timeout_ms);
 	while (n > 0) {
-		int w = wait_fd(fd, POLLIN, timeout_ms);
+		int w = wait_fd(fd, POLLIN, ms_left(deadline));
 		if (w != UW_OK)
 			return w;
 		ssize_t k = recv(fd, p, n, MSG_DONTWAIT);

@@ -46,7 +46,7 @@ int uw_net_tune(int fd);
 void uw_net_peer_name(int fd, char *buf, size_t len);
 void uw_net_sock_name(int fd, char *buf, size_t len);
 
-/* Send/receive exactly n bytes on a blocking socket, giving up after timeout_ms of silence.
+/* Send/receive exactly n bytes on a socket, within timeout_ms for the whole transfer.
  * Returns 0, UW_E_CLOSED (peer closed before n bytes), UW_E_TIMEOUT or UW_E_IO. */
 int uw_net_send_all(int fd, const void *buf, size_t n, int timeout_ms);
 int uw_net_recv_all(int fd, void *buf, size_t n, int timeout_ms);

@@ -33,6 +33,7 @@
 #define MAX_IOV           256
 #define READ_ROUNDS       64
 #define MAX_SMALL_REPLIES 65536u
+#define MAX_EXTRA_UNLINKS 4
 #define POOL_MIN_SHIFT    12 /* 4 KiB: smaller buffers come from malloc */
 #define POOL_CLASSES      13 /* 4 KiB .. 16 MiB */
 #define POOL_MAX_BYTES    (32u << 20)
@@ -82,6 +83,10 @@ struct urb_ctx {
 	struct urb_ctx *cqnext; /* cross-thread completion queue */
 	bool unlinking;
 	uint32_t unlink_seq;
+	/* Further CMD_UNLINKs of the same URB: answered RET_UNLINK(0) after its reply, so that
+	 * no RET_UNLINK ever precedes the RET_SUBMIT of a URB that is still pending. */
+	uint32_t extra_unlinks[MAX_EXTRA_UNLINKS];
+	uint8_t nextra;
 	int32_t req_np; /* number_of_packets as sent (echoed for non-ISO -1) */
 	uint8_t setup_raw[UW_SETUP_LEN];
 	uint8_t *iso_wire; /* ISO descriptors: received, then re-encoded for the reply */
@@ -94,6 +99,7 @@ struct export
 	uw_dev *dev;
 	struct session *owner;
 	bool gone;
+	bool removed; /* uw_server_remove_device(): dropped once released */
 };
 
 enum sess_state {
@@ -137,6 +143,7 @@ struct session {
 	pthread_mutex_t cq_lock;
 	struct urb_ctx *cq_head, *cq_tail;
 	bool cq_posted;
+	uw_loop_task cq_task; /* runs cq_drain(); posting it cannot fail */
 
 	uint64_t urbs;
 	uint64_t started;
@@ -152,6 +159,7 @@ struct uw_server {
 	struct session *sessions;
 	struct uw_server_stats stats;
 	bool shutting_down;
+	bool freeing; /* uw_server_free(): URBs finishing now are just freed */
 	uw_task_fn sd_done;
 	void *sd_arg;
 	uw_timer *sd_timer;
@@ -169,6 +177,7 @@ static void session_end(struct session *s, const char *why);
 static void session_leave(struct session *s);
 static void queue_item(struct session *s, struct out_item *it);
 static void check_shutdown_done(uw_server *srv);
+static void export_drop(uw_server *srv, struct export *e);
 
 /* ---- Small helpers ------------------------------------------------------------------------- */
 
@@ -275,29 +284,14 @@ static void session_watch(struct session *s)
 	uint32_t ev = 0;
 	if (!s->paused && (s->st == S_OP || s->st == S_URB) && !s->close_after_flush)
 		ev |= UW_EV_IN;
+	else
+		ev |= UW_EV_HUP; /* not reading, but a peer that goes away must still be noticed */
 	if (s->want_out)
 		ev |= UW_EV_OUT;
 	uw_loop_mod_fd(s->srv->cfg.loop, s->fd, ev);
 }
 
 /* ---- Replies ----------------------------------------------------------------------------- */
-
-static struct out_item *op_reply(const uint8_t *bytes, size_t n)
-{
-	struct out_item *it = calloc(1, sizeof *it);
-	void *copy = malloc(n);
-	if (!it || !copy) {
-		free(it);
-		free(copy);
-		return NULL;
-	}
-	memcpy(copy, bytes, n);
-	it->heap = copy;
-	it->parts = it->inline_parts;
-	it->parts[0] = (struct iovec){copy, n};
-	it->nparts = 1;
-	return it;
-}
 
 static void queue_item(struct session *s, struct out_item *it)
 {
@@ -313,6 +307,8 @@ static void queue_item(struct session *s, struct out_item *it)
 
 static void queue_ret_unlink(struct session *s, uint32_t seq, int32_t status)
 {
+	if (s->st == S_DEAD)
+		return;
 	struct out_item *it = calloc(1, sizeof *it);
 	if (!it) {
 		session_end(s, "out of memory");
@@ -393,6 +389,8 @@ static void release_device(struct session *s)
 		e->dev->ops->release(e->dev);
 	e->owner = NULL;
 	LOG(s->srv, UW_LOG_INFO, "%s: released %s", s->peer, e->dev->info.busid);
+	if (e->removed)
+		export_drop(s->srv, e);
 	check_shutdown_done(s->srv);
 }
 
@@ -412,6 +410,9 @@ static void urb_finish(struct urb_ctx *ctx)
 	}
 	if (ctx->unlinking) {
 		uint32_t useq = ctx->unlink_seq;
+		uint32_t extra[MAX_EXTRA_UNLINKS];
+		unsigned nextra = ctx->nextra;
+		memcpy(extra, ctx->extra_unlinks, sizeof extra);
 		if (ctx->u.status == UW_URB_ECONNRESET) {
 			/* Cancelled in time: the RET_UNLINK stands in for the RET_SUBMIT. */
 			ctx_free(s, ctx);
@@ -422,6 +423,8 @@ static void urb_finish(struct urb_ctx *ctx)
 			queue_ret_submit(s, ctx);
 			queue_ret_unlink(s, useq, 0);
 		}
+		for (unsigned i = 0; i < nextra; i++)
+			queue_ret_unlink(s, extra[i], 0);
 	} else {
 		queue_ret_submit(s, ctx);
 	}
@@ -437,7 +440,7 @@ static bool over_budget(const struct session *s)
 	const struct uw_server_config *c = &s->srv->cfg;
 	/* A client that does not read its replies stops being read: URB buffers count in mem,
 	 * replies without a URB (RET_UNLINK floods) are counted here. */
-	return s->inflight >= c->max_urbs || (s->mem >= c->max_bytes && s->inflight > 0) ||
+	return s->inflight >= c->max_urbs || s->mem >= c->max_bytes ||
 	       s->small >= MAX_SMALL_REPLIES;
 }
 
@@ -477,6 +480,13 @@ static void urb_done(uw_urb *u)
 {
 	struct urb_ctx *ctx = (struct urb_ctx *)u;
 	struct session *s = ctx->s;
+	if (s->srv->freeing) {
+		/* Devices are being destroyed with the server: nobody is left to answer. */
+		hash_del(s, ctx);
+		s->inflight--;
+		ctx_free(s, ctx);
+		return;
+	}
 	if (uw_loop_in_thread(s->srv->cfg.loop)) {
 		s->depth++;
 		urb_finish(ctx);
@@ -497,7 +507,7 @@ static void urb_done(uw_urb *u)
 	s->cq_posted = true;
 	pthread_mutex_unlock(&s->cq_lock);
 	if (post)
-		uw_loop_post(s->srv->cfg.loop, cq_drain, s);
+		uw_loop_post_task(s->srv->cfg.loop, &s->cq_task);
 }
 
 /* ---- Submitting ---------------------------------------------------------------------------- */
@@ -660,9 +670,19 @@ static bool handle_urb_hdr(struct session *s, const uint8_t *p, size_t n, size_t
 			t->unlinking = true;
 			t->unlink_seq = h.seqnum;
 			s->exp->dev->ops->cancel(s->exp->dev, &t->u);
+		} else if (t && t->nextra < MAX_EXTRA_UNLINKS) {
+			t->extra_unlinks[t->nextra++] = h.seqnum; /* answered after the target */
+		} else if (t) {
+			d = (uw_dec){.status = UW_DEC_ERROR,
+			             .err = UW_E_LIMIT,
+			             .off = 20,
+			             .what = "CMD_UNLINK.unlink_seqnum: unlinked more than 5 times",
+			             .value = h.u.unlink.seqnum};
+			protocol_error(s, "bad CMD_UNLINK", &d);
+			return false;
 		} else {
-			/* Unknown, already answered, or being unlinked already: nothing to cancel.
-			 * Its RET_SUBMIT, if any, is ahead of this on the ordered queue. */
+			/* Unknown or already answered: nothing to cancel. Its RET_SUBMIT, if any,
+			 * is ahead of this on the ordered queue. */
 			queue_ret_unlink(s, h.seqnum, 0);
 		}
 		return true;
@@ -677,9 +697,12 @@ static bool handle_urb_hdr(struct session *s, const uint8_t *p, size_t n, size_t
 		return false;
 	}
 	size_t len = (size_t)h.u.submit.transfer_buffer_length;
-	if (s->inflight > 0 &&
-	    (s->inflight >= s->srv->cfg.max_urbs || s->mem + len > s->srv->cfg.max_bytes)) {
-		s->paused = true; /* backpressure: leave it in rbuf until completions free room */
+	/* Buffers count until their replies are written, whether or not the URB is still in the
+	 * device: a client that stops reading replies stops being read. One URB larger than the
+	 * whole budget still goes through when nothing else is held, so nothing can wedge. */
+	if (s->inflight >= s->srv->cfg.max_urbs ||
+	    (s->mem > 0 && s->mem + len > s->srv->cfg.max_bytes)) {
+		s->paused = true; /* backpressure: leave it in rbuf until room is freed */
 		return false;
 	}
 	struct urb_ctx *ctx = calloc(1, sizeof *ctx);
@@ -701,7 +724,8 @@ static bool handle_urb_hdr(struct session *s, const uint8_t *p, size_t n, size_t
 		return false;
 	}
 	ctx->s = s;
-	ctx->mem = len + (size_t)np * (sizeof(uw_iso_pkt) + UW_ISO_DESC_LEN);
+	/* Everything this URB holds until its reply is written, the context included. */
+	ctx->mem = sizeof *ctx + len + (size_t)np * (sizeof(uw_iso_pkt) + UW_ISO_DESC_LEN);
 	s->mem += ctx->mem;
 	ctx->req_np = h.u.submit.number_of_packets;
 	uw_urb *u = &ctx->u;
@@ -731,7 +755,15 @@ static bool handle_urb_hdr(struct session *s, const uint8_t *p, size_t n, size_t
 static struct export *find_export(uw_server *srv, const char *busid)
 {
 	for (size_t i = 0; i < srv->nexports; i++)
-		if (strcmp(srv->exports[i].dev->info.busid, busid) == 0)
+		if (!srv->exports[i].removed && strcmp(srv->exports[i].dev->info.busid, busid) == 0)
+			return &srv->exports[i];
+	return NULL;
+}
+
+static struct export *find_export_dev(uw_server *srv, const uw_dev *d)
+{
+	for (size_t i = 0; i < srv->nexports; i++)
+		if (srv->exports[i].dev == d)
 			return &srv->exports[i];
 	return NULL;
 }
@@ -794,19 +826,33 @@ static void reply_import(struct session *s, const char *busid)
 	struct export *e = find_export(srv, busid);
 	uint32_t status = UW_ST_OK;
 	int rc = UW_OK;
+	/* The reply's memory first: after a successful import nothing may fail. */
+	struct out_item *it = calloc(1, sizeof *it);
+	uint8_t *rep = malloc(UW_OP_REP_IMPORT_LEN);
+	if (!it || !rep) {
+		free(it);
+		free(rep);
+		session_end(s, "out of memory");
+		return;
+	}
 	if (!e || e->gone)
 		status = UW_ST_NODEV;
 	else if (e->owner)
 		status = UW_ST_DEV_BUSY;
 	else if (e->dev->ops->import && (rc = e->dev->ops->import(e->dev)) != UW_OK)
 		status = import_status(rc);
-	uint8_t rep[UW_OP_REP_IMPORT_LEN];
-	int n = uw_op_rep_import_encode(rep, sizeof rep, status, status ? NULL : &e->dev->info);
-	struct out_item *it = n > 0 ? op_reply(rep, (size_t)n) : NULL;
-	if (!it) {
-		session_end(s, "cannot encode the import reply");
-		return;
+	int n = uw_op_rep_import_encode(rep, UW_OP_REP_IMPORT_LEN, status,
+	                                status ? NULL : &e->dev->info);
+	if (n <= 0) { /* a record the backend filled wrongly: refuse rather than lie */
+		if (status == UW_ST_OK && e->dev->ops->release)
+			e->dev->ops->release(e->dev);
+		status = UW_ST_NA;
+		n = uw_op_rep_import_encode(rep, UW_OP_REP_IMPORT_LEN, status, NULL);
 	}
+	it->heap = rep;
+	it->parts = it->inline_parts;
+	it->parts[0] = (struct iovec){rep, (size_t)n};
+	it->nparts = 1;
 	queue_item(s, it);
 	if (status != UW_ST_OK) {
 		LOG(srv, UW_LOG_INFO, "%s: import of %s refused: %s%s%s", s->peer, busid,
@@ -1027,17 +1073,18 @@ static void session_end(struct session *s, const char *why)
 	}
 	/* Cancel what the backend holds; cancel may finish URBs (and edit the hash) at once. */
 	if (s->inflight) {
+		/* By seqnum, not pointer: a cancel may finish (free) other URBs at once. */
 		size_t n = 0;
-		struct urb_ctx **all = malloc(s->inflight * sizeof *all);
-		for (unsigned b = 0; all && b < HASH_SIZE; b++)
+		uint32_t *seqs = malloc(s->inflight * sizeof *seqs);
+		for (unsigned b = 0; seqs && b < HASH_SIZE; b++)
 			for (struct urb_ctx *c = s->hash[b]; c; c = c->hnext)
-				all[n++] = c;
+				seqs[n++] = c->u.seqnum;
 		for (size_t i = 0; i < n; i++) {
-			/* A cancel may have finished (freed) later entries: re-check. */
-			if (hash_find(s, all[i]->u.seqnum) == all[i])
-				s->exp->dev->ops->cancel(s->exp->dev, &all[i]->u);
+			struct urb_ctx *c = hash_find(s, seqs[i]);
+			if (c)
+				s->exp->dev->ops->cancel(s->exp->dev, &c->u);
 		}
-		free(all);
+		free(seqs);
 	}
 	if (s->inflight == 0)
 		release_device(s);
@@ -1073,7 +1120,11 @@ static void on_session_io(void *arg, uint32_t events)
 {
 	struct session *s = arg;
 	s->depth++;
-	if (events & UW_EV_OUT)
+	/* A paused reader would never see the end of the stream: a hang-up ends the session
+	 * (URBs in the device are cancelled; nobody is left to read their replies). */
+	if ((events & (UW_EV_HUP | UW_EV_ERR)) && (s->paused || s->close_after_flush))
+		session_end(s, "client closed the connection");
+	if ((events & UW_EV_OUT) && s->st != S_DEAD)
 		session_flush(s);
 	if ((events & (UW_EV_IN | UW_EV_ERR)) && s->st != S_DEAD)
 		session_read(s);
@@ -1124,6 +1175,8 @@ int uw_server_add_connection(uw_server *srv, int fd)
 	s->st = S_OP;
 	memcpy(s->peer, peer, sizeof s->peer);
 	pthread_mutex_init(&s->cq_lock, NULL);
+	s->cq_task.fn = cq_drain;
+	s->cq_task.arg = s;
 	s->started = uw_loop_now_ms(srv->cfg.loop);
 	int rc = uw_loop_add_fd(srv->cfg.loop, fd, UW_EV_IN, on_session_io, s);
 	if (rc != UW_OK) {
@@ -1164,7 +1217,7 @@ static void accept_on(uw_server *srv, int lfd)
 static void dev_notify(uw_dev *d, int event)
 {
 	uw_server *srv = d->owner;
-	struct export *e = find_export(srv, d->info.busid);
+	struct export *e = find_export_dev(srv, d);
 	if (!e || event != UW_DEV_EV_GONE)
 		return;
 	e->gone = true;
@@ -1173,10 +1226,13 @@ static void dev_notify(uw_dev *d, int event)
 	if (s && s->st == S_URB) {
 		/* Outstanding URBs finish with errors from the backend; their replies go out,
 		 * then the connection closes. */
+		s->depth++;
 		s->st = S_DRAIN;
 		if (s->inflight == 0)
 			s->close_after_flush = true;
 		session_kick(s);
+		s->depth--;
+		session_leave(s);
 	}
 }
 
@@ -1213,6 +1269,33 @@ int uw_server_add_device(uw_server *srv, uw_dev *d)
 	e[srv->nexports++] = (struct export){.dev = d};
 	d->owner = srv;
 	d->notify = dev_notify;
+	return UW_OK;
+}
+
+/* Removes e from the array (sessions keep pointing at the right slots) and destroys its device. */
+static void export_drop(uw_server *srv, struct export *e)
+{
+	uw_dev *d = e->dev;
+	size_t i = (size_t)(e - srv->exports);
+	memmove(&srv->exports[i], &srv->exports[i + 1],
+	        (srv->nexports - i - 1) * sizeof *srv->exports);
+	srv->nexports--;
+	for (size_t k = 0; k < srv->nexports; k++)
+		if (srv->exports[k].owner)
+			srv->exports[k].owner->exp = &srv->exports[k];
+	d->ops->destroy(d);
+}
+
+int uw_server_remove_device(uw_server *srv, uw_dev *d)
+{
+	struct export *e = find_export_dev(srv, d);
+	if (!e || e->removed)
+		return UW_E_NOTFOUND;
+	if (!e->gone)
+		dev_notify(d, UW_DEV_EV_GONE); /* ends its session, if any, after its replies */
+	e->removed = true;
+	if (!e->owner)
+		export_drop(srv, e);
 	return UW_OK;
 }
 
@@ -1303,10 +1386,34 @@ void uw_server_free(uw_server *srv)
 		return;
 	close_listeners(srv);
 	uw_loop_timer_cancel(srv->cfg.loop, srv->sd_timer);
-	/* Sessions still here hold URBs a backend never finished: drop them with the devices. */
+	/* Devices first: destroying a backend completes the URBs it still holds, and with
+	 * `freeing` set those are simply freed. Then what the sessions still hold. */
+	srv->freeing = true;
+	for (size_t i = 0; i < srv->nexports; i++)
+		srv->exports[i].dev->ops->destroy(srv->exports[i].dev);
 	while (srv->sessions) {
 		struct session *s = srv->sessions;
 		srv->sessions = s->next;
+		uw_loop_cancel_task(srv->cfg.loop, &s->cq_task);
+		for (struct urb_ctx *c = s->cq_head, *next; c; c = next) {
+			next = c->cqnext;
+			hash_del(s, c);
+			ctx_free(s, c);
+		}
+		for (unsigned b = 0; b < HASH_SIZE; b++) {
+			while (s->hash[b]) {
+				struct urb_ctx *c = s->hash[b];
+				s->hash[b] = c->hnext;
+				ctx_free(s, c);
+			}
+		}
+		while (s->oq_head) {
+			struct out_item *it = s->oq_head;
+			s->oq_head = it->next;
+			item_free(s, it);
+		}
+		if (s->rx)
+			ctx_free(s, s->rx);
 		if (s->fd >= 0) {
 			uw_loop_del_fd(srv->cfg.loop, s->fd);
 			close(s->fd);
@@ -1316,8 +1423,6 @@ void uw_server_free(uw_server *srv)
 		free(s->rbuf);
 		free(s);
 	}
-	for (size_t i = 0; i < srv->nexports; i++)
-		srv->exports[i].dev->ops->destroy(srv->exports[i].dev);
 	pool_drain(srv);
 	free(srv->exports);
 	free(srv);

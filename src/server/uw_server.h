@@ -37,6 +37,14 @@ uw_server *uw_server_new(const struct uw_server_config *cfg);
  */
 int uw_server_add_device(uw_server *s, uw_dev *d);
 
+/**
+ * uw_server_remove_device() - d left (unplugged): its session, if any, ends after the replies of
+ * its outstanding URBs; d is then destroyed (ops->destroy), at once if nobody imported it. Its
+ * busid is free for a new device from now on. Returns UW_OK, or UW_E_NOTFOUND if d is not
+ * exported here.
+ */
+int uw_server_remove_device(uw_server *s, uw_dev *d);
+
 /** uw_server_add_listener() - accept connections on fd (takes ownership). Returns 0 or uw_err. */
 int uw_server_add_listener(uw_server *s, int fd);
 

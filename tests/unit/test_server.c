@@ -662,6 +662,60 @@ static void test_backpressure(void)
 	close(fd);
 }
 
+/* A client that never reads its replies: URBs that complete at once still hold their buffers
+ * until the replies are written, so the server must stop reading (max_bytes is 4 MiB here). */
+static void test_unread_replies(void)
+{
+	uint32_t st;
+	int fd = -1;
+	for (int k = 0; k < 200 && fd < 0; k++) {
+		fd = import_dev("7-1", &st);
+		if (fd < 0) {
+			struct timespec ts = {0, 10 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	if (!t_ok(fd >= 0, "unread replies: imported"))
+		return;
+	int base = td.submits;
+	uint32_t sent = 0;
+	uint8_t h[48];
+	for (;;) {
+		uw_urb_hdr hd = {.command = UW_CMD_SUBMIT,
+		                 .seqnum = 1000 + sent,
+		                 .devid = DEVID,
+		                 .direction = UW_DIR_IN,
+		                 .ep = 2};
+		hd.u.submit.transfer_buffer_length = 4096;
+		uw_urb_hdr_encode(&hd, h);
+		struct pollfd pf = {fd, POLLOUT, 0};
+		if (poll(&pf, 1, 500) <= 0)
+			break; /* the server stopped reading */
+		if (send(fd, h, 48, MSG_NOSIGNAL | MSG_DONTWAIT) != 48)
+			break;
+		if (++sent > 200000)
+			break;
+	}
+	int read_by_server = td.submits - base;
+	/* 4 MiB of 4 KiB URBs, plus what the socket buffers hold (about 2 MiB). */
+	t_ok(sent < 200000 && read_by_server <= 1024 + 512,
+	     "unread replies: the server stops reading at its memory budget (%d URBs of 4 KiB "
+	     "taken, %u sent before the client blocked)",
+	     read_by_server, sent);
+	/* Reading the replies lets everything through, in order. */
+	uint32_t got = 0;
+	bool ok = true;
+	static uint8_t p[4096];
+	struct reply r;
+	while (got < sent && ok) {
+		ok = read_reply(fd, &r) == 0 && r.seq == 1000 + got &&
+		     (r.actual == 0 || recv_all(fd, p, (size_t)r.actual) == 0);
+		got++;
+	}
+	t_ok(ok && got == sent, "unread replies: once read, all %u replies arrive in order", sent);
+	close(fd);
+}
+
 /* The userspace client library against this server: sync and async requests, ISO layout,
  * unlink, and close completing what is pending. */
 static void count_cb(uw_ureq *r)
@@ -768,7 +822,8 @@ static void test_uclient(void)
 int main(void)
 {
 	loop = uw_loop_new();
-	struct uw_server_config cfg = {.loop = loop, .handshake_ms = 500, .max_urbs = 4};
+	struct uw_server_config cfg = {
+	    .loop = loop, .handshake_ms = 500, .max_urbs = 4, .max_bytes = 4u << 20};
 	srv = uw_server_new(&cfg);
 	td.dev.ops = &td_ops;
 	td.dev.priv = &td;
@@ -793,6 +848,7 @@ int main(void)
 	test_urbs();
 	test_hostile();
 	test_backpressure();
+	test_unread_replies();
 	test_uclient();
 
 	uw_loop_stop(loop);
