@@ -20,6 +20,19 @@ struct uw_cmd_entry {
 int cmd_serve(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_attach(int argc, char **argv);
+int cmd_port(int argc, char **argv);
+int cmd_detach(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+
+/* vhci-hcd helpers (cmd_port.c): the sysfs directory and the record directory (overridden by
+ * USBWIRE_VHCI_SYSFS and USBWIRE_VHCI_RECORD_DIR, for tests); whether vhci-hcd is loaded (if
+ * not, prints how to load it); names of a port's status and hub. */
+const char *cli_vhci_root(void);
+const char *cli_vhci_record_dir(void);
+bool cli_vhci_check_loaded(const char *cmd);
+const char *cli_vdev_status_name(uint32_t status);
+const char *cli_vhci_hub_name(uint8_t hub);
 
 /* A logger writing "TIME LEVEL: line" to stderr; level is the most verbose level shown. */
 void cli_logger(uw_logger *lg, int level);

@@ -11,6 +11,10 @@
 static const struct uw_cmd_entry commands[] = {
     {"serve", cmd_serve, "export devices over USB/IP (emulated or real)"},
     {"list", cmd_list, "list devices exported by a server (-r HOST) or local ones (-l)"},
+    {"attach", cmd_attach, "import a remote device into this machine's vhci-hcd (--persist)"},
+    {"port", cmd_port, "show the vhci-hcd ports in use and where their devices come from"},
+    {"detach", cmd_detach, "give back the device on a vhci-hcd port"},
+    {"info", cmd_info, "print a remote device's descriptors, like lsusb -v"},
     {"bench", cmd_bench, "measure control round trips and bulk throughput to a source/sink"},
 };
 
