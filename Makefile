@@ -4,6 +4,7 @@
 #   make demo       run the demo (see README)
 #   make check      build with ASan+UBSan and run the whole test suite
 #   make check-interop [SCENARIO=name]   only the real-kernel (qemu) scenarios
+#   make check-system   the system tests (real server on 127.0.0.1, ASan build)
 #   make fuzz [FUZZ_SECONDS=600]         run every libFuzzer target
 #   make format / format-check
 
@@ -14,7 +15,7 @@ MESON      ?= meson
 FUZZ_SECONDS ?= 60
 SCENARIO   ?=
 
-.PHONY: all build-all deps demo check check-unit check-interop fuzz format format-check clean
+.PHONY: all build-all deps demo check check-unit check-interop check-system fuzz format format-check clean
 
 all: deps
 	@test -f $(BUILD)/build.ninja || $(MESON) setup $(BUILD) --buildtype=debugoptimized
@@ -42,6 +43,10 @@ check-unit: build-all
 
 check-interop: all
 	@tests/run-tests --build $(BUILD) --only-interop $(if $(SCENARIO),--scenario $(SCENARIO))
+
+check-system: $(TESTBUILD)/build.ninja
+	ninja -C $(TESTBUILD)
+	python3 tests/system/run.py --build $(TESTBUILD) --tap
 
 fuzz: $(FUZZBUILD)/build.ninja
 	ninja -C $(FUZZBUILD)
