@@ -19,13 +19,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "uw_emu.h"
 
-#define KBD_REPORT_LEN 8u
-#define KBD_TEXT_CAP   4096u
+#define KBD_REPORT_LEN  8u
+#define KBD_TEXT_CAP    4096u
+/* One report per polling interval, as a real keyboard: bInterval 10 at full speed is 10 ms.
+ * vhci-hcd does not pace interrupt URBs (it completes them as the server answers), so without
+ * this a long line would arrive faster than any input reader takes it (evdev drops events). */
+#define KBD_INTERVAL_MS 10u
 
 /* HID class requests (HID 1.11 7.2) and descriptor types. */
 enum {
@@ -61,6 +66,8 @@ struct kbd {
 	uint8_t cur[KBD_REPORT_LEN]; /* the report last handed out (GET_REPORT) */
 	uw_emu_urbq pending;         /* interrupt IN URBs waiting for a report */
 	bool delivering, again;      /* reentrancy guard of deliver() */
+	uint64_t next_report_ms;     /* no report before this (monotonic ms) */
+	uw_timer *pace;              /* armed while a report waits for its interval */
 
 	uint8_t leds, idle, protocol;
 	uint64_t skipped; /* characters without a key in the US layout */
@@ -274,7 +281,34 @@ static void fill(struct kbd *k)
 	watch(k, k->fd >= 0 && active(k) && input_room(k));
 }
 
-/* Hand out reports to waiting URBs; refill the text queue as it drains. */
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void deliver(struct kbd *k);
+
+static void pace_done(void *arg)
+{
+	struct kbd *k = arg;
+	k->pace = NULL;
+	deliver(k);
+}
+
+/* True if a report may go out now; otherwise arms the pacing timer. */
+static bool may_report(struct kbd *k)
+{
+	uint64_t now = mono_ms();
+	if (now >= k->next_report_ms)
+		return true;
+	if (!k->pace)
+		k->pace = uw_loop_timer_add(k->loop, k->next_report_ms - now, pace_done, k);
+	return false;
+}
+
+/* Hand out reports to waiting URBs, one per interval; refill the text queue as it drains. */
 static void deliver(struct kbd *k)
 {
 	if (k->delivering) {
@@ -286,8 +320,10 @@ static void deliver(struct kbd *k)
 		k->again = false;
 		fill(k);
 		uint8_t rep[KBD_REPORT_LEN];
-		while (k->pending.head && active(k) && next_report(k, rep)) {
+		while (k->pending.head && active(k) && (k->count || k->key_down) && may_report(k) &&
+		       next_report(k, rep)) {
 			uw_urb *u = uw_emu_urbq_pop(&k->pending);
+			k->next_report_ms = mono_ms() + KBD_INTERVAL_MS;
 			memcpy(k->cur, rep, sizeof rep);
 			uint32_t n = u->len < KBD_REPORT_LEN ? u->len : KBD_REPORT_LEN;
 			if (n)
@@ -322,6 +358,8 @@ static void kbd_cancel(uw_emu *e, uw_urb *u)
 /* Forget what was being typed: the keyboard was unplugged or reset. */
 static void reset_typing(struct kbd *k)
 {
+	uw_loop_timer_cancel(k->loop, k->pace);
+	k->pace = NULL;
 	k->head = k->count = 0;
 	k->key_down = false;
 	k->eof_newline = false;
@@ -440,6 +478,7 @@ static void kbd_destroy(uw_emu *e)
 {
 	struct kbd *k = uw_emu_priv(e);
 	uw_emu_urbq_flush(&k->pending, UW_URB_ESHUTDOWN);
+	uw_loop_timer_cancel(k->loop, k->pace);
 	watch(k, false);
 	if (k->fd >= 0)
 		close(k->fd);

@@ -709,7 +709,7 @@ static void test_keyboard_file(uw_loop *l, const char *dir)
 	for (int session = 0; session < 2; session++) {
 		d->ops->import(d);
 		ctrl(d, 0x00, 9, 1, 0, 0, NULL);
-		int n = collect_reports(d, NULL, reps, 32);
+		int n = collect_reports(d, l, reps, 32);
 		t_ok(reports_are(reps, n, hi_enter, 3),
 		     "keyboard file, session %d: \"Hi\" -> shift+h, i, Enter, each released (%d "
 		     "reports)",
@@ -721,10 +721,25 @@ static void test_keyboard_file(uw_loop *l, const char *dir)
 	ctrl(d, 0x00, 9, 1, 0, 0, NULL);
 	turb *t = turb_new(1, UW_DIR_IN, UW_XFER_INT, 3);
 	d->ops->submit(d, &t->u);
+	run_until(l, &t->completions, 1); /* reports are paced, one per 10 ms interval */
 	t_ok(t->completions == 1 && t->u.status == 0 && t->u.actual == 3 && t->buf[0] == 0x02 &&
 	         t->buf[2] == 0x0b,
 	     "keyboard: a 3-byte URB gets the first 3 bytes of the report");
 	turb_free(t);
+	/* Like a real keyboard, one report per polling interval, however fast the host polls
+	 * (vhci-hcd does not pace interrupt URBs): of two URBs submitted at once, the second
+	 * waits for the loop's interval timer. */
+	turb *p1 = turb_new(1, UW_DIR_IN, UW_XFER_INT, 8),
+	     *p2 = turb_new(1, UW_DIR_IN, UW_XFER_INT, 8);
+	run_for(l, 20);
+	d->ops->submit(d, &p1->u);
+	d->ops->submit(d, &p2->u);
+	bool paced = p1->completions == 1 && p2->completions == 0;
+	run_until(l, &p2->completions, 1);
+	t_ok(paced && p2->completions == 1 && p2->u.status == 0,
+	     "keyboard: reports are paced by the interval (second URB completes later)");
+	turb_free(p1);
+	turb_free(p2);
 	d->ops->release(d);
 	d->ops->destroy(d);
 	unlink(path);
