@@ -25,12 +25,14 @@ class Skip(Exception):
     pass
 
 
-def scenario(name, needs_guest=True):
+def scenario(name, needs_guest=True, manual=False):
+    """manual=True: run only when named (demos, benchmarks), never by a plain run."""
     def deco(fn):
         if name in SCENARIOS:
             raise ValueError(f"scenario {name} registered twice")
         fn.scenario_name = name
         fn.needs_guest = needs_guest
+        fn.manual = manual
         SCENARIOS[name] = fn
         return fn
     return deco

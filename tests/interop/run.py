@@ -124,7 +124,7 @@ def main():
     if unknown:
         print(f"run.py: unknown scenario(s): {' '.join(unknown)}; see --list", file=sys.stderr)
         return 2
-    names = args.scenarios or list(SCENARIOS)
+    names = args.scenarios or [n for n, f in SCENARIOS.items() if not f.manual]
 
     build = Path(args.build).resolve()
     workdir = build / "testbed" / "last-run"

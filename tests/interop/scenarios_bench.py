@@ -1,11 +1,10 @@
 # SPDX-License-Identifier: MIT
 """Benchmarks through the guest's vhci-hcd, side by side in one run (not tests: they print
-figures and fail only on errors). Skipped unless USBWIRE_BENCH=1:
+figures and fail only on errors). Manual: they run only when named:
 
-    USBWIRE_BENCH=1 make check-interop SCENARIO=bench_storage_vs_kernel
+    make check-interop SCENARIO=bench_storage_vs_kernel
 """
 
-import os
 import time
 
 import gadgets
@@ -37,11 +36,9 @@ def write_rate(ctx, g, dev, rounds=3):
     return best
 
 
-@scenario("bench_storage_vs_kernel")
+@scenario("bench_storage_vs_kernel", manual=True)
 def bench_storage_vs_kernel(ctx):
     """storage read/write MiB/s: usbwire emu:storage vs the kernel's usbip-host, one run"""
-    if os.environ.get("USBWIRE_BENCH") != "1":
-        ctx.skip("a benchmark: set USBWIRE_BENCH=1 to run it")
     g = ctx.guest
     ctx.defer(gadgets.detach, g)
     # usbwire on the host: guest vhci -> guestfwd relay -> 127.0.0.1 -> usbwire serve.

@@ -147,7 +147,7 @@ def usbwire_detach_mid_transfer(ctx):
             f"{time.monotonic() - t0:.0f} s")
 
 
-@scenario("demo_vhci_uses_devices")
+@scenario("demo_vhci_uses_devices", manual=True)
 def demo_vhci_uses_devices(ctx):
     """make demo: the guest attaches the demo server's storage and serial devices"""
     port = os.environ.get("USBWIRE_DEMO_PORT")
