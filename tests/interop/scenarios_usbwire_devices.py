@@ -3,16 +3,13 @@
 and driven by Linux's own class drivers: usbhid/evdev, cdc-acm, usbtest. The source/sink is also
 compared with the kernel's own stack (a configfs source/sink gadget exported by usbip-host)."""
 
-import bisect
 import functools
 import hashlib
 import os
 import re
 import select
 import struct
-import subprocess
 import time
-from collections import Counter
 
 import gadgets
 from capture import Capture
@@ -133,165 +130,14 @@ def server_log_has(srv, text, timeout=20):
 
 
 # ------------------------------------------------------------------------------------------------
-# Capture checks
-#
-# Wireshark's USB/IP dissector (4.0) sizes server PDUs wrongly when several share a TCP segment:
-# a RET_SUBMIT with a non-zero status is given the length of the whole segment counted from the
-# segment's start (get_usbip_message_len; protocol.md §5), and a RET_SUBMIT of an IN URB that is
-# not the first PDU of its segment is at times sized as a bare 48-byte header (seen with
-# emu:serial: "PDU Size: 48" for a 1072-byte reply whose command it had dissected). Either way
-# it mis-dissects the rest of that segment and the start of the next ones. So the byte streams
-# are also parsed here, independently, as USB/IP: every PDU must be well-formed and every reply
-# must match an outstanding command. Dissector errors are then accepted only in server segments
-# where a PDU starts inside the segment (coalesced replies) and the few segments after one.
-
-USBIP_HDR = 48
-CAVEAT_WINDOW = 4  # server segments after a coalesced one that the dissector can disturb
-
-
-def _tshark_fields(pcap, flt, *fields):
-    r = subprocess.run(["tshark", "-r", str(pcap), "-Y", flt, "-T", "fields",
-                        *[x for f in fields for x in ("-e", f)]],
-                       capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-        raise AssertionError(f"tshark -r {pcap}: {r.stderr.strip()}")
-    return [line.split("\t") for line in r.stdout.splitlines()]
-
-
-def _streams(pcap, port):
-    """{tcp stream: [client->server bytes, server->client bytes, server segments]}, the server
-    segments as (frame, start, end) byte offsets; raises on capture gaps."""
-    segs = {}
-    for fno, stream, src, seq, payload in _tshark_fields(
-            pcap, f"tcp.port=={port} && tcp.len>0", "frame.number", "tcp.stream", "tcp.srcport",
-            "tcp.seq", "tcp.payload"):
-        if payload:
-            key = (int(stream), int(src) == port)
-            segs.setdefault(key, {})[int(seq)] = (int(fno),
-                                                  bytes.fromhex(payload.replace(":", "")))
-    out = {}
-    for (stream, from_server), parts in segs.items():
-        buf, end, frames = bytearray(), None, []
-        base = min(parts)
-        for seq in sorted(parts):
-            fno, data = parts[seq]
-            frames.append((fno, seq - base, seq - base + len(data)))
-            if end is not None and seq > end:
-                raise AssertionError(f"capture lost bytes in stream {stream} at seq {end}")
-            if end is not None and seq < end:
-                data = data[end - seq:]
-            buf += data
-            end = max(end or 0, seq + len(parts[seq][1]))
-        entry = out.setdefault(stream, [b"", b"", []])
-        if from_server:
-            entry[1], entry[2] = bytes(buf), frames
-        else:
-            entry[0] = bytes(buf)
-    return out
-
-
-def parse_usbip_stream(c2s, s2c):
-    """Parses one connection as USB/IP (import, then URB traffic). Returns (message counts,
-    problems, byte offsets of the server PDUs after the first of the stream)."""
-    counts, problems, starts = Counter(), [], []
-    if c2s[:4] == b"\x01\x11\x80\x05":  # OP_REQ_DEVLIST: not checked further
-        counts["OP_REQ_DEVLIST"] += 1
-        return counts, problems, starts
-    if c2s[:4] != b"\x01\x11\x80\x03" or s2c[:4] != b"\x01\x11\x00\x03":
-        return counts, [f"not an import: {c2s[:8].hex()} / {s2c[:8].hex()}"], starts
-    counts["OP_REQ_IMPORT"] += 1
-    counts["OP_REP_IMPORT"] += 1
-    if struct.unpack(">I", s2c[4:8])[0]:
-        return counts, problems, starts
-    cmds, ci, si = {}, 40, 8 + 312
-    while ci < len(c2s):
-        if ci + USBIP_HDR > len(c2s):
-            problems.append(f"client stream ends inside a header at {ci}")
-            break
-        cmd, seq, devid, direction, ep = struct.unpack(">5I", c2s[ci:ci + 20])
-        if cmd == 1:
-            flags, length, start, npk = struct.unpack(">IIiI", c2s[ci + 20:ci + 36])
-            npk = 0 if npk == 0xffffffff else npk
-            cmds[seq] = (direction, length, npk)
-            ci += USBIP_HDR + (length if direction == 0 else 0) + 16 * npk
-            counts["CMD_SUBMIT"] += 1
-        elif cmd == 2:
-            ci += USBIP_HDR
-            counts["CMD_UNLINK"] += 1
-        else:
-            problems.append(f"client: unknown command {cmd:#x} at byte {ci}")
-            break
-    if ci > len(c2s):
-        problems.append("client stream ends inside a PDU's data")
-    answered = set()
-    while si < len(s2c):
-        if si + USBIP_HDR > len(s2c):
-            problems.append(f"server stream ends inside a header at {si}")
-            break
-        cmd, seq, devid, direction, ep, status, actual, start, npk = \
-            struct.unpack(">5Ii2iI", s2c[si:si + 36])
-        if cmd == 3:
-            if seq not in cmds:
-                problems.append(f"server: RET_SUBMIT for unknown seqnum {seq} at byte {si}")
-                break
-            if seq in answered:
-                problems.append(f"server: second RET_SUBMIT for seqnum {seq}")
-            answered.add(seq)
-            cdir, clen, cnpk = cmds[seq]
-            npk = 0 if npk == 0xffffffff else npk
-            if actual < 0 or actual > clen:
-                problems.append(f"server: seqnum {seq} actual_length {actual} > {clen}")
-                break
-            if npk != cnpk:
-                problems.append(f"server: seqnum {seq} has {npk} ISO packets, command {cnpk}")
-            starts.append(si)
-            si += USBIP_HDR + (actual if cdir == 1 else 0) + 16 * npk
-            counts["RET_SUBMIT"] += 1
-        elif cmd == 4:
-            starts.append(si)
-            si += USBIP_HDR
-            counts["RET_UNLINK"] += 1
-        else:
-            problems.append(f"server: unknown command {cmd:#x} at byte {si}")
-            break
-    if si > len(s2c):
-        problems.append("server stream ends inside a PDU's data")
-    return counts, problems, starts
-
+# Capture checks: capture.py (framing checked independently of Wireshark, tshark on a copy with one
+# USB/IP message per TCP segment, both counts equal; protocol.md §5 for why).
 
 def check_capture(ctx, cap, require):
-    """cap.analyze() (tshark) plus the independent parse above; raises on real problems."""
     cap.stop()
-    summary = cap.analyze()
-    counts, problems, explained = Counter(), [], set(summary.caveats)
-    for stream, (c2s, s2c, frames) in sorted(_streams(cap.path, cap.port).items()):
-        n, p, starts = parse_usbip_stream(c2s, s2c)
-        counts += n
-        problems += [f"stream {stream}: {x}" for x in p]
-        # Server segments in which a PDU starts after the segment's first byte (coalesced
-        # replies), and the next few.
-        for i, (fno, a, b) in enumerate(frames):
-            j = bisect.bisect_right(starts, a)
-            if j < len(starts) and starts[j] < b:
-                explained.update(f for f, _, _ in frames[i:i + 1 + CAVEAT_WINDOW])
-    assert not problems, (f"capture {cap.path}: the USB/IP byte streams do not parse:\n"
-                          + "\n".join(problems[:20]))
-    missing = [f"{k} (want >= {v}, saw {counts.get(k, 0)})" for k, v in require.items()
-               if counts.get(k, 0) < v]
-    assert not missing, f"capture {cap.path}: missing USB/IP messages: {'; '.join(missing)}"
-    if summary.problems:
-        unexplained = []
-        for line in summary.problems:
-            m = re.match(r"\s*(?:frame|malformed/error:|expert:)\s*(\d+)", line)
-            if not m or int(m.group(1)) not in explained:
-                unexplained.append(line)
-        assert not unexplained, (f"capture {cap.path} does not decode cleanly: {summary}\n"
-                                 + "\n".join(unexplained[:30]))
-        ctx.log(f"capture: tshark mis-dissects {len(summary.problems)} problem lines in or after "
-                f"coalesced server segments (dissector caveat); the streams parse cleanly")
-    ctx.log(f"capture: {sum(counts.values())} USB/IP messages: "
-            + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    return counts
+    summary = cap.check(require=require)
+    ctx.log(f"capture: {summary}")
+    return summary.counts
 
 
 # ------------------------------------------------------------------------------------------------
