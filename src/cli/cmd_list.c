@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "uw_client.h"
 #include "uw_net.h"
+#include "uw_usbsys.h"
 
 static const char *class_name(uint8_t c)
 {
@@ -151,12 +152,151 @@ static void print_json(const char *host, uint16_t port, const uw_devlist *l)
 	printf("]}\n");
 }
 
+/* ---- Local devices (list -l) ------------------------------------------------------------- */
+
+struct local_row {
+	const uw_usbsys_dev *d;
+	const char *state;  /* short word */
+	const char *detail; /* why, for people */
+	const char *rule;   /* the --export rule that selects it, or NULL */
+};
+
+static void local_state(struct local_row *r)
+{
+	const uw_usbsys_dev *d = r->d;
+	if (d->is_hub) {
+		r->state = "hub";
+		r->detail = "a hub cannot be exported (export the devices behind it)";
+	} else if (d->use == UW_USBSYS_USBIP_HOST) {
+		r->state = "usbip-host";
+		r->detail = "bound to the kernel's usbip-host: exported by usbipd";
+	} else if (d->use == UW_USBSYS_USBFS) {
+		r->state = "in-use";
+		r->detail = "claimed through usbfs by a program (usbwire serve with a client "
+		            "attached, for one)";
+	} else {
+		r->state = "available";
+		r->detail = "can be exported (usbwire serve --export usb:BUSID)";
+	}
+}
+
+static void print_local_text(const struct local_row *rows, int n)
+{
+	printf("Local USB devices\n=================\n");
+	if (n == 0)
+		printf("       (none)\n");
+	for (int i = 0; i < n; i++) {
+		const uw_usbsys_dev *d = rows[i].d;
+		char vendor[128], product[128];
+		id_names(d->vid, d->pid, vendor, sizeof vendor, product, sizeof product);
+		printf("%11s: %s : %s (%04x:%04x)\n", d->busid,
+		       d->manufacturer[0] ? d->manufacturer : vendor,
+		       d->product[0] ? d->product : product, d->vid, d->pid);
+		if (d->serial[0])
+			printf("%11s: serial %s\n", "", d->serial);
+		printf("%11s: %s, bus %u device %u, %s (%02x/%02x/%02x)\n", "",
+		       uw_speed_name(uw_speed_for_wire(d->speed)), d->busnum, d->devnum,
+		       class_name(d->dev_class), d->dev_class, d->dev_subclass, d->dev_protocol);
+		printf("%11s: %s: %s%s%s\n", "", rows[i].state, rows[i].detail,
+		       d->drivers[0] ? "; drivers: " : "", d->drivers);
+		if (rows[i].rule)
+			printf("%11s: exported by --export %s\n", "", rows[i].rule);
+	}
+}
+
+static void print_local_json(const struct local_row *rows, int n)
+{
+	printf("{\"devices\":[");
+	for (int i = 0; i < n; i++) {
+		const uw_usbsys_dev *d = rows[i].d;
+		printf("%s{\"busid\":", i ? "," : "");
+		cli_json_str(d->busid);
+		printf(",\"path\":");
+		cli_json_str(d->path);
+		printf(",\"busnum\":%u,\"devnum\":%u,\"speed\":%u,\"speed_name\":\"%s\","
+		       "\"vendor_id\":\"%04x\",\"product_id\":\"%04x\",\"bcd_device\":\"%04x\","
+		       "\"class\":%u,\"subclass\":%u,\"protocol\":%u,\"configuration\":%u,"
+		       "\"num_configurations\":%u,\"manufacturer\":",
+		       d->busnum, d->devnum, uw_speed_for_wire(d->speed),
+		       uw_speed_name(uw_speed_for_wire(d->speed)), d->vid, d->pid, d->bcd_device,
+		       d->dev_class, d->dev_subclass, d->dev_protocol, d->config_value,
+		       d->num_configs);
+		cli_json_str(d->manufacturer);
+		printf(",\"product\":");
+		cli_json_str(d->product);
+		printf(",\"serial\":");
+		cli_json_str(d->serial);
+		printf(",\"hub\":%s,\"state\":", d->is_hub ? "true" : "false");
+		cli_json_str(rows[i].state);
+		printf(",\"exportable\":%s,\"drivers\":",
+		       !d->is_hub && d->use != UW_USBSYS_USBIP_HOST ? "true" : "false");
+		cli_json_str(d->drivers);
+		printf(",\"exported_by\":");
+		if (rows[i].rule)
+			cli_json_str(rows[i].rule);
+		else
+			printf("null");
+		printf(",\"interfaces\":[");
+		uw_usb_device info;
+		uw_usb_interface ifs[UW_MAX_INTERFACES];
+		if (uw_usbsys_devrec(d, &info, ifs, NULL) == UW_OK)
+			for (unsigned k = 0; k < info.num_interfaces && k < UW_MAX_INTERFACES; k++)
+				printf("%s{\"class\":%u,\"subclass\":%u,\"protocol\":%u}",
+				       k ? "," : "", ifs[k].iface_class, ifs[k].iface_subclass,
+				       ifs[k].iface_protocol);
+		printf("]}");
+	}
+	printf("]}\n");
+}
+
+static int list_local(bool json, const char *const *rules_text, size_t nrules)
+{
+	uw_usb_rule rules[16];
+	for (size_t i = 0; i < nrules; i++) {
+		char err[256];
+		if (uw_usb_rule_parse(rules_text[i], &rules[i], err, sizeof err) != UW_OK) {
+			cli_err("list: %s", err);
+			return 2;
+		}
+	}
+	uw_usbsys_dev *list = NULL;
+	int n = uw_usbsys_scan(UW_USBSYS_ROOT, &list);
+	if (n < 0) {
+		cli_err("list -l: cannot read %s: %s (no USB support here?)", UW_USBSYS_ROOT,
+		        uw_strerror(n));
+		return 1;
+	}
+	struct local_row *rows = calloc((size_t)n + 1, sizeof *rows);
+	if (!rows) {
+		uw_usbsys_free_list(list, n);
+		cli_err("list: out of memory");
+		return 1;
+	}
+	for (int i = 0; i < n; i++) {
+		rows[i].d = &list[i];
+		local_state(&rows[i]);
+		for (size_t k = 0; k < nrules && !rows[i].rule; k++)
+			if (uw_usb_rule_match(&rules[k], &list[i]))
+				rows[i].rule = rules_text[k];
+	}
+	if (json)
+		print_local_json(rows, n);
+	else
+		print_local_text(rows, n);
+	free(rows);
+	uw_usbsys_free_list(list, n);
+	return 0;
+}
+
 static void list_usage(FILE *f)
 {
 	fprintf(f, "usage: usbwire list -r HOST[:PORT] [--json]\n"
-	           "       usbwire list -l [--json]\n"
+	           "       usbwire list -l [--json] [--export usb:SPEC]...\n"
 	           "  -r, --remote HOST[:PORT]  devices a USB/IP server exports (port 3240)\n"
-	           "  -l, --local               USB devices on this machine\n"
+	           "  -l, --local               USB devices on this machine (sysfs), with who\n"
+	           "                            holds each one\n"
+	           "  -e, --export usb:SPEC     with -l: mark the devices this rule of `usbwire\n"
+	           "                            serve` selects (repeatable)\n"
 	           "  -j, --json                machine-readable output\n"
 	           "  -t, --timeout S           seconds to wait for the server (5)\n");
 }
@@ -164,16 +304,22 @@ static void list_usage(FILE *f)
 int cmd_list(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"remote", required_argument, NULL, 'r'}, {"local", no_argument, NULL, 'l'},
-	    {"json", no_argument, NULL, 'j'},         {"timeout", required_argument, NULL, 't'},
-	    {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+	    {"remote", required_argument, NULL, 'r'},
+	    {"local", no_argument, NULL, 'l'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"export", required_argument, NULL, 'e'},
+	    {NULL, 0, NULL, 0},
 	};
+	const char *rules[16];
+	size_t nrules = 0;
 	const char *remote = NULL;
 	bool local = false, json = false;
 	int timeout_ms = 5000;
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "r:ljt:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "r:ljt:e:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
 			remote = optarg;
@@ -191,6 +337,13 @@ int cmd_list(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'e':
+			if (nrules == sizeof rules / sizeof *rules) {
+				cli_err("list: at most 16 --export");
+				return 2;
+			}
+			rules[nrules++] = optarg;
+			break;
 		case 'h':
 			list_usage(stdout);
 			return 0;
@@ -203,10 +356,8 @@ int cmd_list(int argc, char **argv)
 		list_usage(stderr);
 		return 2;
 	}
-	if (local) {
-		cli_err("list -l: this build has no libusb backend yet");
-		return 1;
-	}
+	if (local)
+		return list_local(json, rules, nrules);
 	char host[256], err[512];
 	uint16_t port;
 	if (!cli_host_port(remote, host, sizeof host, &port))

@@ -18,6 +18,7 @@
 #include "uw_loop.h"
 #include "uw_net.h"
 #include "uw_server.h"
+#include "uw_usbhost.h"
 
 /* Emulated devices live on a bus of their own; the n-th --export of them is 99-n. */
 #define EMU_BUSNUM 99u
@@ -28,7 +29,26 @@ struct serve_state {
 	uw_logger log;
 	int sigfd;
 	int signals;
+	uw_usbhost *usb; /* real devices, when a usb: spec was given */
 };
+
+/* uw_usbhost hands over devices its rules select, now and on hot-plug. */
+static int usb_add(void *user, uw_dev *d)
+{
+	struct serve_state *st = user;
+	int rc = uw_server_add_device(st->srv, d);
+	if (rc == UW_OK)
+		uw_logf(&st->log, UW_LOG_INFO, "export %s: %s (%04x:%04x, %s)", d->info.busid,
+		        d->spec, d->info.id_vendor, d->info.id_product,
+		        uw_speed_name(d->info.speed));
+	return rc;
+}
+
+static void usb_remove(void *user, uw_dev *d)
+{
+	struct serve_state *st = user;
+	uw_server_remove_device(st->srv, d);
+}
 
 static void serve_usage(FILE *f)
 {
@@ -42,6 +62,10 @@ static void serve_usage(FILE *f)
 	    "  -e, --export SPEC         export a device (repeatable):\n");
 	for (const struct uw_emu_kind *k = uw_emu_kinds; k->kind; k++)
 		fprintf(f, "                              %-34s %s\n", k->usage, k->help);
+	fprintf(f, "                              %-34s %s\n", "usb:BUSID",
+	        "the local USB device there (usbwire list -l), whenever present");
+	fprintf(f, "                              %-34s %s\n", "usb:VID:PID[:SERIAL]",
+	        "every matching local device, also those plugged in later");
 	fprintf(f, "      --handshake-timeout S seconds a client has to send its request (10)\n"
 	           "      --max-sessions N      connections at once (256)\n"
 	           "  -v, --verbose             log every connection\n"
@@ -168,6 +192,23 @@ int cmd_serve(int argc, char **argv)
 				cli_err("%s", err);
 				goto out;
 			}
+		} else if (!strncmp(exports[i], "usb:", 4)) {
+			if (!st.usb) {
+				struct uw_usbhost_config uc = {.loop = st.loop,
+				                               .log = st.log,
+				                               .add = usb_add,
+				                               .remove = usb_remove,
+				                               .user = &st};
+				if (uw_usbhost_new(&uc, &st.usb, err, sizeof err) != UW_OK) {
+					cli_err("serve: %s", err);
+					goto out;
+				}
+			}
+			if (uw_usbhost_add_rule(st.usb, exports[i], err, sizeof err) != UW_OK) {
+				cli_err("serve: cannot export \"%s\": %s", exports[i], err);
+				goto out;
+			}
+			continue; /* devices come through usb_add() once the rules are in */
 		} else {
 			cli_err("serve: cannot export \"%s\": a spec starts with emu: (emulated "
 			        "device) or usb: (real device)",
@@ -182,6 +223,13 @@ int cmd_serve(int argc, char **argv)
 		uw_logf(&st.log, UW_LOG_INFO, "export %s: %s (%04x:%04x, %s)", d->info.busid,
 		        d->spec, d->info.id_vendor, d->info.id_product,
 		        uw_speed_name(d->info.speed));
+	}
+	if (st.usb) {
+		char err[512];
+		if (uw_usbhost_start(st.usb, err, sizeof err) != UW_OK) {
+			cli_err("serve: %s", err);
+			goto out;
+		}
 	}
 	if (nexport == 0)
 		uw_logf(&st.log, UW_LOG_WARN, "no --export given: the device list is empty");
@@ -226,6 +274,7 @@ out:
 		close(st.sigfd);
 	}
 	uw_server_free(st.srv);
+	uw_usbhost_free(st.usb); /* after the server destroyed the devices */
 	uw_loop_free(st.loop);
 	return rc;
 }
