@@ -40,6 +40,8 @@ void cli_logger(uw_logger *lg, int level);
 __attribute__((format(printf, 1, 2))) void cli_err(const char *fmt, ...);
 /* Parses "HOST[:PORT]" for -r; prints an error and returns false if it is not valid. */
 bool cli_host_port(const char *arg, char *host, size_t cap, uint16_t *port);
+/* The USB-IF name of a class code ("Mass Storage"), or NULL for 0 and unknown codes. */
+const char *cli_class_name(uint8_t c);
 /* Writes s as a JSON string literal (quotes and escapes) to stdout. */
 void cli_json_str(const char *s);
 

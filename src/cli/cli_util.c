@@ -61,3 +61,51 @@ void cli_json_str(const char *s)
 	}
 	putchar('"');
 }
+
+/* Class names of the USB-IF class codes, as lsusb and usbip print them. */
+const char *cli_class_name(uint8_t c)
+{
+	switch (c) {
+	case 0x01:
+		return "Audio";
+	case 0x02:
+		return "Communications";
+	case 0x03:
+		return "Human Interface Device";
+	case 0x05:
+		return "Physical Interface Device";
+	case 0x06:
+		return "Imaging";
+	case 0x07:
+		return "Printer";
+	case 0x08:
+		return "Mass Storage";
+	case 0x09:
+		return "Hub";
+	case 0x0a:
+		return "CDC Data";
+	case 0x0b:
+		return "Chip/SmartCard";
+	case 0x0d:
+		return "Content Security";
+	case 0x0e:
+		return "Video";
+	case 0x0f:
+		return "Personal Healthcare";
+	case 0x10:
+		return "Audio/Video";
+	case 0x11:
+		return "Billboard";
+	case 0xdc:
+		return "Diagnostic";
+	case 0xe0:
+		return "Wireless";
+	case 0xef:
+		return "Miscellaneous Device";
+	case 0xfe:
+		return "Application Specific Interface";
+	case 0xff:
+		return "Vendor Specific Class";
+	}
+	return NULL;
+}

@@ -16,39 +16,8 @@
 
 static const char *class_name(uint8_t c)
 {
-	switch (c) {
-	case 0x00:
-		return "(Defined at Interface level)";
-	case 0x01:
-		return "Audio";
-	case 0x02:
-		return "Communications";
-	case 0x03:
-		return "Human Interface Device";
-	case 0x06:
-		return "Imaging";
-	case 0x07:
-		return "Printer";
-	case 0x08:
-		return "Mass Storage";
-	case 0x09:
-		return "Hub";
-	case 0x0a:
-		return "CDC Data";
-	case 0x0b:
-		return "Chip/SmartCard";
-	case 0x0e:
-		return "Video";
-	case 0xe0:
-		return "Wireless";
-	case 0xef:
-		return "Miscellaneous Device";
-	case 0xfe:
-		return "Application Specific Interface";
-	case 0xff:
-		return "Vendor Specific Class";
-	}
-	return "unknown class";
+	const char *n = cli_class_name(c);
+	return n ? n : c == 0 ? "(Defined at Interface level)" : "unknown class";
 }
 
 /* Copies at most n - 1 bytes of src and a NUL. */
