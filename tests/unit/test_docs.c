@@ -19,28 +19,6 @@ static int no_iso(void *user, uint32_t ep, uint32_t dir)
 	return UW_XFER_BULK;
 }
 
-static size_t unhex(const char *s, uint8_t *out, size_t cap)
-{
-	size_t n = 0;
-	int hi = -1;
-	for (; *s; s++) {
-		int v = *s >= '0' && *s <= '9'   ? *s - '0'
-		        : *s >= 'a' && *s <= 'f' ? *s - 'a' + 10
-		                                 : -1;
-		if (v < 0)
-			continue;
-		if (hi < 0) {
-			hi = v;
-		} else {
-			if (n < cap)
-				out[n] = (uint8_t)(hi << 4 | v);
-			n++;
-			hi = -1;
-		}
-	}
-	return n;
-}
-
 int main(int argc, char **argv)
 {
 	const char *path = argc > 1 ? argv[1] : "docs/protocol.md";
@@ -61,7 +39,7 @@ int main(int argc, char **argv)
 			in = false;
 			found++;
 			uint8_t buf[4096];
-			size_t n = unhex(block, buf, sizeof buf);
+			size_t n = t_unhex(block, buf, sizeof buf);
 			uw_dec d = {0};
 			enum uw_dec_status st = UW_DEC_ERROR;
 			if (!strcmp(kind, "op_request")) {

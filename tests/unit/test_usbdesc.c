@@ -16,33 +16,6 @@
 
 /* ---- Helpers -------------------------------------------------------------------------------- */
 
-/* Parses hex digits (anything else ignored: spaces, '|' between descriptors) into out. */
-static size_t unhex(const char *hex, uint8_t *out, size_t cap)
-{
-	size_t n = 0;
-	int hi = -1;
-	for (const char *p = hex; *p; p++) {
-		int v;
-		if (*p >= '0' && *p <= '9')
-			v = *p - '0';
-		else if (*p >= 'a' && *p <= 'f')
-			v = *p - 'a' + 10;
-		else if (*p >= 'A' && *p <= 'F')
-			v = *p - 'A' + 10;
-		else
-			continue;
-		if (hi < 0) {
-			hi = v;
-		} else {
-			if (n < cap)
-				out[n] = (uint8_t)(hi << 4 | v);
-			n++;
-			hi = -1;
-		}
-	}
-	return n;
-}
-
 /* "1=1,2=2" -> interface 1 altsetting 1, interface 2 altsetting 2; the rest 0. */
 static const uw_alt_sel *mksel(const char *spec, uw_alt_sel *sel)
 {
@@ -256,7 +229,7 @@ static void test_device(void)
 	for (size_t i = 0; i < sizeof dev_cases / sizeof *dev_cases; i++) {
 		const struct dev_case *c = &dev_cases[i];
 		uint8_t b[64];
-		size_t n = unhex(c->hex, b, sizeof b);
+		size_t n = t_unhex(c->hex, b, sizeof b);
 		uw_device_desc d = {.id_vendor = 0xdead};
 		uw_desc_err e = {0};
 		int rc = uw_device_desc_parse(b, n, &d, &e);
@@ -288,7 +261,7 @@ static void test_qualifier(void)
 	for (size_t i = 0; i < sizeof qual_cases / sizeof *qual_cases; i++) {
 		const struct qual_case *c = &qual_cases[i];
 		uint8_t b[32];
-		size_t n = unhex(c->hex, b, sizeof b);
+		size_t n = t_unhex(c->hex, b, sizeof b);
 		uw_qualifier_desc q = {0};
 		uw_desc_err e = {0};
 		int rc = uw_qualifier_desc_parse(b, n, &q, &e);
@@ -465,7 +438,7 @@ static void test_config_valid(void)
 		const struct cfg_case *c = &cfg_cases[i];
 		uint8_t b[512];
 		char items[512];
-		size_t n = unhex(c->hex, b, sizeof b);
+		size_t n = t_unhex(c->hex, b, sizeof b);
 		uw_config_desc h, hh;
 		uw_desc_err e = {0};
 		int rc = c->other_speed ? uw_other_speed_config_check(b, n, &h, &e)
@@ -538,7 +511,7 @@ static void test_truncation(void)
 	for (size_t i = 0; i < sizeof trunc_cases / sizeof *trunc_cases; i++) {
 		const struct trunc_case *c = &trunc_cases[i];
 		uint8_t b[512];
-		size_t n = unhex(c->hex, b, sizeof b);
+		size_t n = t_unhex(c->hex, b, sizeof b);
 		bool ok = run_parser(c->p, b, n) >= 0; /* strings return their UTF-8 length */
 		for (size_t k = 0; k < n && ok; k++) {
 			int rc = run_parser(c->p, b, k);
@@ -555,7 +528,7 @@ static void test_truncation(void)
 		if (c->p != P_CONFIG && c->p != P_BOS)
 			continue;
 		uint8_t b[512];
-		size_t n = unhex(c->hex, b, sizeof b), bad = 0, valid = 0;
+		size_t n = t_unhex(c->hex, b, sizeof b), bad = 0, valid = 0;
 		size_t hdr = c->p == P_CONFIG ? 9 : 5;
 		for (size_t k = hdr; k < n; k++) {
 			b[2] = (uint8_t)k;
@@ -676,8 +649,8 @@ static void test_malformed(void)
 	for (size_t i = 0; i < sizeof bad_cases / sizeof *bad_cases; i++) {
 		const struct bad_case *c = &bad_cases[i];
 		uint8_t b[512], pb[16];
-		size_t n = unhex(c->base, b, sizeof b);
-		size_t pn = unhex(c->patch, pb, sizeof pb);
+		size_t n = t_unhex(c->base, b, sizeof b);
+		size_t pn = t_unhex(c->patch, pb, sizeof pb);
 		memcpy(b + c->at, pb, pn);
 		uw_desc_err e = {0};
 		uw_config_desc h = {.total_length = 0xbeef};
@@ -1072,7 +1045,7 @@ static void test_find_endpoint(void)
 		const struct ep_case *c = &ep_cases[i];
 		uint8_t b[512];
 		uw_alt_sel sel;
-		size_t n = unhex(c->cfg, b, sizeof b);
+		size_t n = t_unhex(c->cfg, b, sizeof b);
 		uw_endpoint_desc ep = {.address = 0xee};
 		int rc = uw_config_find_endpoint(b, n, mksel(c->sel, &sel), c->addr, &ep);
 		bool ok = rc == c->rc;
@@ -1104,7 +1077,7 @@ static void test_find_alt(void)
 	};
 	for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
 		uint8_t b[512];
-		size_t n = unhex(rows[i].cfg, b, sizeof b);
+		size_t n = t_unhex(rows[i].cfg, b, sizeof b);
 		uw_interface_desc d = {.num_endpoints = 0xee};
 		int rc = uw_config_find_alt(b, n, rows[i].iface, rows[i].alt, &d);
 		bool ok = rc == rows[i].rc;
@@ -1148,8 +1121,8 @@ static void test_interfaces(void)
 		uw_alt_sel sel;
 		uw_desc_err e = {0};
 		memset(got, 0xee, sizeof got);
-		size_t n = unhex(rows[i].cfg, b, sizeof b);
-		size_t wn = unhex(rows[i].triples, want, sizeof want) / 3;
+		size_t n = t_unhex(rows[i].cfg, b, sizeof b);
+		size_t wn = t_unhex(rows[i].triples, want, sizeof want) / 3;
 		int rc = uw_config_interfaces(b, n, mksel(rows[i].sel, &sel), got, rows[i].max, &e);
 		bool ok = rc == rows[i].rc;
 		for (size_t k = 0; ok && k < wn; k++)
@@ -1283,8 +1256,8 @@ static void test_ep_table(void)
 		uw_alt_sel sel;
 		uw_device_desc dev;
 		uw_desc_err e = {0};
-		size_t n = c->cfg ? unhex(c->cfg, b, sizeof b) : 0;
-		bool ok = !c->dev || uw_device_desc_parse(db, unhex(c->dev, db, sizeof db), &dev,
+		size_t n = c->cfg ? t_unhex(c->cfg, b, sizeof b) : 0;
+		bool ok = !c->dev || uw_device_desc_parse(db, t_unhex(c->dev, db, sizeof db), &dev,
 		                                          NULL) == UW_OK;
 		uw_ep_table t;
 		memset(&t, 0xee, sizeof t);
@@ -1364,7 +1337,7 @@ static void test_strings(void)
 		const struct str_case *c = &str_cases[i];
 		uint8_t b[300];
 		char out[400];
-		size_t n = unhex(c->hex, b, sizeof b);
+		size_t n = t_unhex(c->hex, b, sizeof b);
 		memset(out, 'x', sizeof out);
 		int rc = uw_string_desc_to_utf8(b, n, out, c->cap, NULL);
 		bool ok = rc == c->rc;
@@ -1407,7 +1380,7 @@ static void test_strings(void)
 	for (size_t i = 0; i < sizeof langs / sizeof *langs; i++) {
 		uint8_t lb[32];
 		uint16_t ids[4] = {0xeeee, 0xeeee, 0xeeee, 0xeeee};
-		size_t n = unhex(langs[i].hex, lb, sizeof lb);
+		size_t n = t_unhex(langs[i].hex, lb, sizeof lb);
 		int r = uw_string_langids(lb, n, ids, langs[i].max, NULL);
 		bool ok = r == langs[i].rc;
 		size_t got = r > 0 ? ((size_t)r < langs[i].max ? (size_t)r : langs[i].max) : 0;
@@ -1423,7 +1396,7 @@ static void test_strings(void)
 static void test_bos(void)
 {
 	uint8_t b[128];
-	size_t n = unhex(BOS_SS, b, sizeof b);
+	size_t n = t_unhex(BOS_SS, b, sizeof b);
 	uw_bos_desc h;
 	uw_bos_iter it;
 	uw_devcap cap[5];
@@ -1533,9 +1506,9 @@ static void test_devrec(void)
 		memset(&r, 0xee, sizeof r);
 		memset(ifs, 0xee, sizeof ifs);
 		bool ok =
-		    uw_device_desc_parse(db, unhex(c->dev, db, sizeof db), &dev, NULL) == UW_OK;
-		size_t cn = c->cfg ? unhex(c->cfg, cb, sizeof cb) : 0;
-		size_t wn = unhex(c->triples, want, sizeof want) / 3;
+		    uw_device_desc_parse(db, t_unhex(c->dev, db, sizeof db), &dev, NULL) == UW_OK;
+		size_t cn = c->cfg ? t_unhex(c->cfg, cb, sizeof cb) : 0;
+		size_t wn = t_unhex(c->triples, want, sizeof want) / 3;
 		int rc = uw_devrec_from_descriptors(
 		    &dev, c->cfg ? cb : NULL, cn, c->value, mksel(c->sel, &sel), c->busid, c->path,
 		    c->busnum, c->devnum, c->speed, &r, c->max ? ifs : NULL, c->max);
@@ -1634,7 +1607,7 @@ static void test_speeds(void)
 static void test_args(void)
 {
 	uint8_t b[64];
-	size_t n = unhex(CFG_KB, b, sizeof b);
+	size_t n = t_unhex(CFG_KB, b, sizeof b);
 	uw_device_desc d;
 	uw_desc_item x;
 	uw_usb_device rec;
@@ -1737,7 +1710,7 @@ static void test_guard_page(void)
 		inputs[ni++] = more[i];
 	uint8_t b[512];
 	for (size_t i = 0; i < ni; i++) {
-		size_t n = unhex(inputs[i], b, sizeof b);
+		size_t n = t_unhex(inputs[i], b, sizeof b);
 		for (size_t k = 0; k <= n; k++) {
 			memcpy(mem + pg - k, b, k);
 			run_everything(mem + pg - k, k);
@@ -1749,8 +1722,8 @@ static void test_guard_page(void)
 	for (size_t i = 0; i < sizeof bad_cases / sizeof *bad_cases; i++) {
 		const struct bad_case *c = &bad_cases[i];
 		uint8_t pb[16];
-		size_t n = unhex(c->base, b, sizeof b);
-		size_t pn = unhex(c->patch, pb, sizeof pb);
+		size_t n = t_unhex(c->base, b, sizeof b);
+		size_t pn = t_unhex(c->patch, pb, sizeof pb);
 		memcpy(b + c->at, pb, pn);
 		memcpy(mem + pg - n, b, n);
 		run_everything(mem + pg - n, n);

@@ -18,32 +18,6 @@
 #include "uw_usbhost.h"
 #include "uw_usbsys.h"
 
-/* ---- Helpers -------------------------------------------------------------------------------- */
-
-static size_t unhex(const char *hex, uint8_t *out, size_t cap)
-{
-	size_t n = 0;
-	int hi = -1;
-	for (const char *p = hex; *p; p++) {
-		int v;
-		if (*p >= '0' && *p <= '9')
-			v = *p - '0';
-		else if (*p >= 'a' && *p <= 'f')
-			v = *p - 'a' + 10;
-		else
-			continue;
-		if (hi < 0) {
-			hi = v;
-		} else {
-			if (n < cap)
-				out[n] = (uint8_t)(hi << 4 | v);
-			n++;
-			hi = -1;
-		}
-	}
-	return n;
-}
-
 static char root[256];
 
 static void put(const char *rel, const void *data, size_t n)
@@ -100,7 +74,7 @@ static void mkdev(const char *busid, unsigned bus, unsigned dev, const char *vid
 	snprintf(rel, sizeof rel, "%s/bcdDevice", busid);
 	puts_(rel, "0104\n");
 	snprintf(rel, sizeof rel, "%s/descriptors", busid);
-	put(rel, desc, unhex(desc_hex, desc, sizeof desc));
+	put(rel, desc, t_unhex(desc_hex, desc, sizeof desc));
 }
 
 #define DEV_MSC "12 01 0002 00 00 00 40 6b1d 0401 0401 01 02 03 01"

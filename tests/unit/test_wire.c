@@ -16,33 +16,6 @@
 
 /* ---- Helpers -------------------------------------------------------------------------------- */
 
-/* Parses hex digits (spaces and '+' ignored) into out; returns the byte count. */
-static size_t unhex(const char *hex, uint8_t *out, size_t cap)
-{
-	size_t n = 0;
-	int hi = -1;
-	for (const char *p = hex; *p; p++) {
-		int v;
-		if (*p >= '0' && *p <= '9')
-			v = *p - '0';
-		else if (*p >= 'a' && *p <= 'f')
-			v = *p - 'a' + 10;
-		else if (*p >= 'A' && *p <= 'F')
-			v = *p - 'A' + 10;
-		else
-			continue;
-		if (hi < 0) {
-			hi = v;
-		} else {
-			if (n < cap)
-				out[n] = (uint8_t)(hi << 4 | v);
-			n++;
-			hi = -1;
-		}
-	}
-	return n;
-}
-
 /* Endpoint types of the imaginary device in these tests: 1 interrupt, 2 bulk, 3 isochronous. */
 static int test_ep_type(void *user, uint32_t ep, uint32_t dir)
 {
@@ -195,7 +168,7 @@ static uint8_t vbuf[2048];
 static void test_vectors_decode(void)
 {
 	for (size_t i = 0; i < sizeof vectors / sizeof *vectors; i++) {
-		size_t n = unhex(vectors[i].hex, vbuf, sizeof vbuf);
+		size_t n = t_unhex(vectors[i].hex, vbuf, sizeof vbuf);
 		uw_dec d;
 		enum uw_dec_status st = decode(vectors[i].kind, vbuf, n, &d);
 		char msg[200];
@@ -213,7 +186,7 @@ static void test_vectors_decode(void)
 static void test_truncations(void)
 {
 	for (size_t i = 0; i < sizeof vectors / sizeof *vectors; i++) {
-		size_t n = unhex(vectors[i].hex, vbuf, sizeof vbuf);
+		size_t n = t_unhex(vectors[i].hex, vbuf, sizeof vbuf);
 		bool ok = true;
 		size_t bad_at = 0;
 		for (size_t k = 0; k < n; k++) {
@@ -236,7 +209,7 @@ static void test_truncations(void)
 static void test_incremental(void)
 {
 	for (size_t i = 0; i < sizeof vectors / sizeof *vectors; i++) {
-		size_t n = unhex(vectors[i].hex, vbuf, sizeof vbuf);
+		size_t n = t_unhex(vectors[i].hex, vbuf, sizeof vbuf);
 		size_t have = 0;
 		int steps = 0;
 		uw_dec d;
@@ -263,7 +236,7 @@ static void test_guard_page(void)
 	if (!t_ok(mprotect(mem + pg, (size_t)pg, PROT_NONE) == 0, "guard page PROT_NONE"))
 		return;
 	for (size_t i = 0; i < sizeof vectors / sizeof *vectors; i++) {
-		size_t n = unhex(vectors[i].hex, vbuf, sizeof vbuf);
+		size_t n = t_unhex(vectors[i].hex, vbuf, sizeof vbuf);
 		for (size_t k = 0; k <= n; k++) {
 			uint8_t *at = mem + pg - k;
 			memcpy(at, vbuf, k);
@@ -338,9 +311,9 @@ static void test_malformed(void)
 {
 	for (size_t i = 0; i < sizeof bads / sizeof *bads; i++) {
 		const struct bad *b = &bads[i];
-		size_t n = unhex(vectors[b->vector].hex, vbuf, sizeof vbuf);
+		size_t n = t_unhex(vectors[b->vector].hex, vbuf, sizeof vbuf);
 		uint8_t patch[64];
-		size_t pn = unhex(b->patch, patch, sizeof patch);
+		size_t pn = t_unhex(b->patch, patch, sizeof patch);
 		memcpy(vbuf + b->at, patch, pn);
 		uw_dec d;
 		enum uw_dec_status st = decode(vectors[b->vector].kind, vbuf, n, &d);
@@ -442,7 +415,7 @@ static void test_iso_ret(void)
 /* Field-level decode of the Linux capture, and framing rules (§2.8, §4.9). */
 static void test_fields_and_framing(void)
 {
-	size_t n = unhex(vectors[4].hex, vbuf, sizeof vbuf);
+	size_t n = t_unhex(vectors[4].hex, vbuf, sizeof vbuf);
 	uw_cmd c;
 	uw_dec d;
 	uw_cmd_decode(vbuf, n, test_ep_type, NULL, &c, &d);
@@ -454,7 +427,7 @@ static void test_fields_and_framing(void)
 	         c.xfer == UW_XFER_INT && c.data == NULL && c.iso == NULL,
 	     "Linux interrupt IN capture decodes field by field");
 
-	n = unhex(vectors[8].hex, vbuf, sizeof vbuf);
+	n = t_unhex(vectors[8].hex, vbuf, sizeof vbuf);
 	uw_cmd_decode(vbuf, n, test_ep_type, NULL, &c, &d);
 	uw_setup s;
 	uw_setup_decode(c.hdr.u.submit.setup, &s);
@@ -497,7 +470,7 @@ static void test_fields_and_framing(void)
 		     "iso OUT: whole uncompacted buffer, then the descriptors");
 	}
 	/* An OUT RET_SUBMIT carries no data even with actual_length > 0. */
-	n = unhex(vectors[7].hex, vbuf, sizeof vbuf);
+	n = t_unhex(vectors[7].hex, vbuf, sizeof vbuf);
 	uw_ret r;
 	t_ok(uw_ret_decode(vbuf, n, test_pending, &pending_tab, &r, &d) == UW_DEC_DONE &&
 	         d.len == 48 && r.hdr.u.ret.actual_length == 64 && r.data == NULL,
@@ -522,11 +495,11 @@ static void test_encoders(void)
 	uint8_t out[400], want[400];
 	size_t wn;
 
-	wn = unhex(vectors[0].hex, want, sizeof want);
+	wn = t_unhex(vectors[0].hex, want, sizeof want);
 	int n = uw_op_common_encode(out, sizeof out, UW_OP_REQ_DEVLIST, 0);
 	t_ok(n == (int)wn && memcmp(out, want, wn) == 0, "encode OP_REQ_DEVLIST");
 
-	wn = unhex(vectors[1].hex, want, sizeof want);
+	wn = t_unhex(vectors[1].hex, want, sizeof want);
 	memset(out, 0xee, sizeof out);
 	n = uw_op_req_import_encode(out, sizeof out, "1-2");
 	t_ok(n == (int)wn && memcmp(out, want, wn) == 0, "encode OP_REQ_IMPORT 1-2, NUL-padded");
@@ -538,17 +511,17 @@ static void test_encoders(void)
 	t_ok(uw_op_req_import_encode(out, sizeof out, "0123456789012345678901234567890") == 40,
 	     "encode OP_REQ_IMPORT with a 31-char busid fits");
 
-	wn = unhex(vectors[2].hex, want, sizeof want);
+	wn = t_unhex(vectors[2].hex, want, sizeof want);
 	n = uw_op_rep_import_encode(out, sizeof out, UW_ST_NODEV, NULL);
 	t_ok(n == (int)wn && memcmp(out, want, wn) == 0, "encode OP_REP_IMPORT ST_NODEV (8 bytes)");
 
-	wn = unhex(vectors[3].hex, want, sizeof want);
+	wn = t_unhex(vectors[3].hex, want, sizeof want);
 	n = uw_op_rep_devlist_hdr_encode(out, sizeof out, 0);
 	t_ok(n == (int)wn && memcmp(out, want, wn) == 0, "encode empty OP_REP_DEVLIST (12 bytes)");
 
 	/* URB headers: encode(decode(v)) == v for every URB vector. */
 	for (size_t i = 4; i < sizeof vectors / sizeof *vectors; i++) {
-		wn = unhex(vectors[i].hex, want, sizeof want);
+		wn = t_unhex(vectors[i].hex, want, sizeof want);
 		uw_dec d;
 		uw_urb_hdr h;
 		if (vectors[i].kind == K_CMD) {

@@ -54,6 +54,34 @@ static inline void t_hexdiff(const char *what, const void *got, const void *want
 	}
 }
 
+/* Parses hex digits into out (anything else, such as spaces, is skipped); returns the number of
+ * bytes the text holds, which may exceed cap (only cap bytes are written). */
+static inline size_t t_unhex(const char *hex, unsigned char *out, size_t cap)
+{
+	size_t n = 0;
+	int hi = -1;
+	for (const char *p = hex; *p; p++) {
+		int v;
+		if (*p >= '0' && *p <= '9')
+			v = *p - '0';
+		else if (*p >= 'a' && *p <= 'f')
+			v = *p - 'a' + 10;
+		else if (*p >= 'A' && *p <= 'F')
+			v = *p - 'A' + 10;
+		else
+			continue;
+		if (hi < 0) {
+			hi = v;
+		} else {
+			if (n < cap)
+				out[n] = (unsigned char)(hi << 4 | v);
+			n++;
+			hi = -1;
+		}
+	}
+	return n;
+}
+
 static inline int t_done(void)
 {
 	printf("1..%d\n", t_count_);
