@@ -4,7 +4,9 @@
  * runs in the normal test build (gcc, ASan, UBSan). Usage: replay_TARGET DIR...
  * Prints TAP: one test point per input file; a crash or sanitizer report fails the suite.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
