@@ -500,17 +500,6 @@ static const struct uw_emu_class kbd_class = {
     .destroy = kbd_destroy,
 };
 
-__attribute__((format(printf, 2, 3))) static void set_err(const uw_emu_args *a, const char *fmt,
-                                                          ...)
-{
-	if (!a->err || !a->errlen)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(a->err, a->errlen, fmt, ap);
-	va_end(ap);
-}
-
 int uw_emu_keyboard_new(const uw_emu_args *a, uw_dev **out)
 {
 	static const char *const allowed[] = {"input", NULL};
@@ -529,17 +518,19 @@ int uw_emu_keyboard_new(const uw_emu_args *a, uw_dev **out)
 	if (input) {
 		struct stat st;
 		if (!input[0]) {
-			set_err(a, "emu:keyboard: input needs a path (input=PATH)");
+			uw_emu_set_err(a, "emu:keyboard: input needs a path (input=PATH)");
 			r = UW_E_INVAL;
 			goto fail;
 		}
 		if (stat(input, &st) < 0) {
-			set_err(a, "emu:keyboard: cannot open %s: %s", input, strerror(errno));
+			uw_emu_set_err(a, "emu:keyboard: cannot open %s: %s", input,
+			               strerror(errno));
 			r = errno == EACCES ? UW_E_ACCESS : UW_E_NOTFOUND;
 			goto fail;
 		}
 		if (!S_ISFIFO(st.st_mode) && !S_ISREG(st.st_mode)) {
-			set_err(a, "emu:keyboard: %s is neither a regular file nor a FIFO", input);
+			uw_emu_set_err(a, "emu:keyboard: %s is neither a regular file nor a FIFO",
+			               input);
 			r = UW_E_INVAL;
 			goto fail;
 		}
@@ -552,7 +543,8 @@ int uw_emu_keyboard_new(const uw_emu_args *a, uw_dev **out)
 		/* Regular file: check now that it can be read; it is reopened per session. */
 		k->fd = open(input, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 		if (k->fd < 0) {
-			set_err(a, "emu:keyboard: cannot open %s: %s", input, strerror(errno));
+			uw_emu_set_err(a, "emu:keyboard: cannot open %s: %s", input,
+			               strerror(errno));
 			r = errno == EACCES ? UW_E_ACCESS : UW_E_IO;
 			goto fail;
 		}
@@ -561,7 +553,7 @@ int uw_emu_keyboard_new(const uw_emu_args *a, uw_dev **out)
 			k->fd = -1;
 		}
 		if (k->fifo && !a->loop) {
-			set_err(a, "emu:keyboard: a FIFO input needs an event loop");
+			uw_emu_set_err(a, "emu:keyboard: a FIFO input needs an event loop");
 			r = UW_E_INVAL;
 			goto fail;
 		}
@@ -579,7 +571,7 @@ int uw_emu_keyboard_new(const uw_emu_args *a, uw_dev **out)
 	uw_dev *d;
 	r = uw_emu_new(&kbd_class, &desc, a->busid, a->busnum, a->devnum, a->spec, k, a->loop, &d);
 	if (r != UW_OK) {
-		set_err(a, "emu:keyboard: %s", uw_strerror(r));
+		uw_emu_set_err(a, "emu:keyboard: %s", uw_strerror(r));
 		goto fail;
 	}
 	k->e = uw_emu_from_dev(d);

@@ -355,17 +355,6 @@ static const struct uw_emu_class ser_class = {
     .destroy = ser_destroy,
 };
 
-__attribute__((format(printf, 2, 3))) static void set_err(const uw_emu_args *a, const char *fmt,
-                                                          ...)
-{
-	if (!a->err || !a->errlen)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(a->err, a->errlen, fmt, ap);
-	va_end(ap);
-}
-
 static int open_pty(struct serial *s, const uw_emu_args *a)
 {
 	const char *step = "posix_openpt";
@@ -400,12 +389,14 @@ static int open_pty(struct serial *s, const uw_emu_args *a)
 		goto fail;
 	int r = uw_loop_add_fd(a->loop, s->master, 0, ser_io, s);
 	if (r != UW_OK) {
-		set_err(a, "emu:serial: cannot watch the pseudo-terminal: %s", uw_strerror(r));
+		uw_emu_set_err(a, "emu:serial: cannot watch the pseudo-terminal: %s",
+		               uw_strerror(r));
 		return r;
 	}
 	return UW_OK;
 fail:
-	set_err(a, "emu:serial: cannot create a pseudo-terminal (%s): %s", step, strerror(errno));
+	uw_emu_set_err(a, "emu:serial: cannot create a pseudo-terminal (%s): %s", step,
+	               strerror(errno));
 	return UW_E_IO;
 }
 
@@ -417,11 +408,11 @@ int uw_emu_serial_new(const uw_emu_args *a, uw_dev **out)
 		return r;
 	const char *pty = uw_emu_opt(a, "pty");
 	if (pty && pty[0]) {
-		set_err(a, "emu:serial: pty is a flag and takes no value");
+		uw_emu_set_err(a, "emu:serial: pty is a flag and takes no value");
 		return UW_E_INVAL;
 	}
 	if (pty && !a->loop) {
-		set_err(a, "emu:serial: pty needs an event loop");
+		uw_emu_set_err(a, "emu:serial: pty needs an event loop");
 		return UW_E_INVAL;
 	}
 	struct serial *s = calloc(1, sizeof *s);
@@ -455,7 +446,7 @@ int uw_emu_serial_new(const uw_emu_args *a, uw_dev **out)
 	uw_dev *d;
 	r = uw_emu_new(&ser_class, &desc, a->busid, a->busnum, a->devnum, a->spec, s, a->loop, &d);
 	if (r != UW_OK) {
-		set_err(a, "emu:serial: %s", uw_strerror(r));
+		uw_emu_set_err(a, "emu:serial: %s", uw_strerror(r));
 		goto fail;
 	}
 	s->e = uw_emu_from_dev(d);

@@ -825,6 +825,16 @@ __attribute__((format(printf, 3, 4))) static void errf(char *err, size_t errlen,
 	va_end(ap);
 }
 
+void uw_emu_set_err(const uw_emu_args *a, const char *fmt, ...)
+{
+	if (!a->err || !a->errlen)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(a->err, a->errlen, fmt, ap);
+	va_end(ap);
+}
+
 const char *uw_emu_opt(const uw_emu_args *a, const char *key)
 {
 	for (size_t i = 0; i < a->num_opts; i++) {

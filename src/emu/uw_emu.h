@@ -155,6 +155,10 @@ const char *uw_emu_opt(const uw_emu_args *a, const char *key);
  * a->err naming the unknown option and the allowed ones. */
 int uw_emu_check_opts(const uw_emu_args *a, const char *const *allowed);
 
+/* Writes a constructor's one-line explanation of a failure into a->err (if there is one). */
+__attribute__((format(printf, 2, 3))) void uw_emu_set_err(const uw_emu_args *a, const char *fmt,
+                                                          ...);
+
 /* A device constructor: returns 0 and *out, or a negative uw_err with a message in a->err. */
 typedef int (*uw_emu_ctor)(const uw_emu_args *a, uw_dev **out);
 
