@@ -294,6 +294,20 @@ static int import_dev(const char *busid, uint32_t *status)
 	return -1;
 }
 
+/* Imports 7-1 once the previous session has released it (the release follows the close). */
+static int import_when_released(uint32_t *st)
+{
+	int fd = -1;
+	for (int k = 0; k < 200 && fd < 0; k++) {
+		fd = import_dev("7-1", st);
+		if (fd < 0) {
+			struct timespec ts = {0, 10 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	return fd;
+}
+
 static void submit(int fd, uint32_t seq, uint32_t ep, uint32_t dir, int32_t len, const void *data,
                    const uint8_t setup[8], int32_t np, const uw_iso_desc *iso)
 {
@@ -572,13 +586,7 @@ static void test_hostile(void)
 		if (!rows[i].op_phase) {
 			/* Wait for the release, then import again for the next row. */
 			honest = -1;
-			for (int k = 0; k < 200 && honest < 0; k++) {
-				honest = import_dev("7-1", &st);
-				if (honest < 0) {
-					struct timespec ts = {0, 10 * 1000 * 1000};
-					nanosleep(&ts, NULL);
-				}
-			}
+			honest = import_when_released(&st);
 			t_ok(honest >= 0, "after \"%s\" the device is importable again",
 			     rows[i].name);
 			if (honest < 0)
@@ -597,13 +605,7 @@ static void test_hostile(void)
 	}
 	struct reply r;
 	honest = -1;
-	for (int k = 0; k < 200 && honest < 0; k++) {
-		honest = import_dev("7-1", &st);
-		if (honest < 0) {
-			struct timespec ts = {0, 10 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-		}
-	}
+	honest = import_when_released(&st);
 	submit(honest, 50, 1, UW_DIR_IN, 8, NULL, NULL, 0, NULL);
 	submit(honest, 50, 1, UW_DIR_IN, 8, NULL, NULL, 0, NULL);
 	t_ok(sees_eof(honest), "a seqnum already in flight: connection closed");
@@ -614,13 +616,7 @@ static void test_hostile(void)
 	close(idle);
 	/* The server still serves. */
 	honest = -1;
-	for (int k = 0; k < 200 && honest < 0; k++) {
-		honest = import_dev("7-1", &st);
-		if (honest < 0) {
-			struct timespec ts = {0, 10 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-		}
-	}
+	honest = import_when_released(&st);
 	uint8_t data[18];
 	submit(honest, 1, 0, UW_DIR_IN, 18, NULL, GET_DEV_DESC, 0, NULL);
 	t_ok(read_reply(honest, &r) == 0 && r.seq == 1 && recv_all(honest, data, 18) == 0,
@@ -633,13 +629,7 @@ static void test_backpressure(void)
 {
 	uint32_t st;
 	int fd = -1;
-	for (int k = 0; k < 200 && fd < 0; k++) {
-		fd = import_dev("7-1", &st);
-		if (fd < 0) {
-			struct timespec ts = {0, 10 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-		}
-	}
+	fd = import_when_released(&st);
 	int base = td.submits;
 	for (uint32_t i = 0; i < 6; i++)
 		submit(fd, 300 + i, 1, UW_DIR_IN, 16, NULL, NULL, 0, NULL);
@@ -668,13 +658,7 @@ static void test_unread_replies(void)
 {
 	uint32_t st;
 	int fd = -1;
-	for (int k = 0; k < 200 && fd < 0; k++) {
-		fd = import_dev("7-1", &st);
-		if (fd < 0) {
-			struct timespec ts = {0, 10 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-		}
-	}
+	fd = import_when_released(&st);
 	if (!t_ok(fd >= 0, "unread replies: imported"))
 		return;
 	int base = td.submits;
@@ -727,13 +711,7 @@ static void test_uclient(void)
 {
 	uint32_t st;
 	int fd = -1;
-	for (int k = 0; k < 200 && fd < 0; k++) {
-		fd = import_dev("7-1", &st);
-		if (fd < 0) {
-			struct timespec ts = {0, 10 * 1000 * 1000};
-			nanosleep(&ts, NULL);
-		}
-	}
+	fd = import_when_released(&st);
 	uw_usb_device dev = {.busid = "7-1", .busnum = 7, .devnum = 1};
 	uw_uclient *c = uw_uclient_from_fd(fd, &dev);
 	uint8_t desc[18];
