@@ -829,13 +829,16 @@ static void finish_release(struct hdev *hd)
 	}
 	hd_close(hd);
 	if (!hd->gone && !hd->destroyed) {
+		/* The device may have left during the reset (its uevent not seen yet): then the
+		 * read fails and the uevent unplugs it. */
 		uw_usbsys_dev fresh;
-		if (uw_usbsys_read(hd->h->sysfs, hd->sys.busid, &fresh) == UW_OK &&
-		    fresh.devnum == hd->sys.devnum) {
+		if (uw_usbsys_read(hd->h->sysfs, hd->sys.busid, &fresh) != UW_OK)
+			return;
+		if (fresh.devnum == hd->sys.devnum) {
 			uw_usbsys_dev_fini(&hd->sys);
 			hd->sys = fresh;
 			set_info(hd);
-		} else if (fresh.desc) {
+		} else {
 			uw_usbsys_dev_fini(&fresh);
 		}
 	}

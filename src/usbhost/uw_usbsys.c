@@ -261,7 +261,10 @@ int uw_usbsys_ids(const char *root, const char *busid, uint16_t *vid, uint16_t *
 
 int uw_usbsys_read(const char *root, const char *busid, uw_usbsys_dev *out)
 {
-	if (!root || !out || !uw_usbsys_busid_valid(busid))
+	if (!out)
+		return UW_E_INVAL;
+	memset(out, 0, sizeof *out); /* a failed read leaves nothing to free */
+	if (!root || !uw_usbsys_busid_valid(busid))
 		return UW_E_INVAL;
 	uw_usbsys_dev d;
 	memset(&d, 0, sizeof d);

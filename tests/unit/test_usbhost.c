@@ -222,10 +222,19 @@ static void test_scan(void)
 	     "altsettings read from the interface directories");
 	uw_usbsys_free_list(list, n);
 
+	/* A failed read leaves the record zeroed, so freeing it is safe: the server once freed
+	 * a stale descriptor pointer after a read that failed because the device had just left. */
 	uw_usbsys_dev one;
-	t_ok(uw_usbsys_read(root, "9-9", &one) == UW_E_NODEV, "absent device: NODEV");
-	t_ok(uw_usbsys_read(root, "4-2", &one) == UW_E_DESC, "non-hex idVendor: DESC");
-	t_ok(uw_usbsys_read(root, "../x", &one) == UW_E_INVAL, "path in a busid: INVAL");
+	memset(&one, 0xa5, sizeof one);
+	t_ok(uw_usbsys_read(root, "9-9", &one) == UW_E_NODEV && !one.desc && !one.busid[0],
+	     "absent device: NODEV, record zeroed");
+	memset(&one, 0xa5, sizeof one);
+	t_ok(uw_usbsys_read(root, "4-2", &one) == UW_E_DESC && !one.desc,
+	     "non-hex idVendor: DESC, record zeroed");
+	memset(&one, 0xa5, sizeof one);
+	t_ok(uw_usbsys_read(root, "../x", &one) == UW_E_INVAL && !one.desc,
+	     "path in a busid: INVAL, record zeroed");
+	uw_usbsys_dev_fini(&one);
 	uw_usbsys_dev *none;
 	t_ok(uw_usbsys_scan("/nonexistent-usbwire", &none) == UW_E_NODEV, "missing root: NODEV");
 }
