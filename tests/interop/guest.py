@@ -50,7 +50,8 @@ MODULES = [
     "usb_f_obex", "usb_f_hid", "usb_f_uac1", "usb_f_uac2", "usb_f_fs", "usb_f_midi",
     "usb_f_printer", "usb_f_ecm", "usb_f_ncm", "usb_f_rndis", "gadgetfs",
     "usb-storage", "uas", "sd_mod", "usbhid", "hid-generic", "evdev", "cdc-acm", "usbserial",
-    "usbtest", "usbmon", "sch_netem", "sch_tbf", "loop", "ext4", "vfat", "crc32c_generic",
+    "usbtest", "usbmon", "xhci-pci", "snd-usb-audio", "sch_netem", "sch_tbf", "loop", "ext4", "vfat",
+    "crc32c_generic",
     "nls_cp437", "nls_iso8859-1", "nls_utf8", "nls_ascii",
 ]
 # Loaded at boot (dummy_hcd first so its buses are 1..4, as docs/testbed.md says). Function
@@ -474,12 +475,13 @@ class Guest:
         self.qemu_log = self.workdir / "qemu.log"
         self.relay_log = self.workdir / "relay.log"
         self.relay_port_file = self.workdir / "relay-port"
+        self.usb_audio_wav = self.workdir / "usb-audio.wav"
         self._present = set()
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, timeout=180):
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for p in (self.relay, self.relay_port_file, self.relay_log):
+        for p in (self.relay, self.relay_port_file, self.relay_log, self.usb_audio_wav):
             if "," in str(p):
                 raise GuestError(f"path {p} contains a comma: qemu's option parser would split it")
         last = None
@@ -515,6 +517,12 @@ class Guest:
             "-append", "console=ttyS0 rdinit=/init panic=-1 quiet",
             "-serial", f"file:{self.serial_log}",
             "-netdev", ",".join(netdev), "-device", "virtio-net-pci,netdev=n0",
+            # A real isochronous device on a real host controller (dummy_hcd and usbip-vudc
+            # have no isochronous transfers): qemu's USB speaker on an xHCI. It appears once
+            # the guest loads xhci-pci; what it plays lands in usb_audio_wav on the host.
+            "-device", "qemu-xhci,id=xhci0",
+            "-audiodev", f"wav,id=uwsnd,path={self.usb_audio_wav},out.mixing-engine=off",
+            "-device", "usb-audio,bus=xhci0.0,audiodev=uwsnd,buffer=1920000",
         ]
         self.serial_log.write_bytes(b"")
         progress(f"guest: booting (agent on 127.0.0.1:{self.agent_port}, usbipd on "

@@ -486,3 +486,52 @@ def resegment(src, dst, port):
     finally:
         w.close()
     return total, len(conns), ambiguous_frames
+
+
+# ---- isochronous report -------------------------------------------------------------------------
+
+def iso_report(path, port):
+    """What the isochronous URBs of every connection to port carried, from their RET_SUBMITs
+    (framing checked as in split_messages). Returns a dict: urbs, packets, bytes (sum of the
+    packets' actual lengths), bad_packets (packets with a non-zero status) and bad_status (the
+    first 20 of them: [(seqnum, index, status)]), error_count (sum of the replies' error_count), short_out (OUT packets
+    that moved less than their length), sum_mismatch (replies whose packets' actual lengths do not
+    add up to actual_length), endpoints (set of (direction, ep))."""
+    rep = {"urbs": 0, "packets": 0, "bytes": 0, "bad_packets": 0, "bad_status": [],
+           "error_count": 0,
+           "short_out": 0, "sum_mismatch": 0, "endpoints": set()}
+    for conn in connections(path, port):
+        msgs, _ = split_messages(conn)
+        a, b = bytes(conn.c2s.data), bytes(conn.s2c.data)
+        cmd_of = {}
+        for off, _n, name, key in msgs["c2s"]:
+            if name == "CMD_SUBMIT":
+                _c, seq, _dev, d, ep = struct.unpack_from(">IIIII", a, off)
+                cmd_of[seq] = (d, ep)
+        for off, n, name, key in msgs["s2c"]:
+            if name != "RET_SUBMIT":
+                continue
+            _c, seq, _dev, _d, _ep, _st, actual, _sf, np, errs = struct.unpack_from(
+                ">IIIIIiiiii", b, off)
+            if np <= 0:
+                continue
+            d, ep = cmd_of.get(seq, (None, None))
+            rep["urbs"] += 1
+            rep["endpoints"].add((d, ep))
+            rep["error_count"] += errs
+            total = 0
+            base = off + n - 16 * np
+            for i in range(np):
+                _o, length, act, st = struct.unpack_from(">IIIi", b, base + 16 * i)
+                rep["packets"] += 1
+                total += act
+                if st != 0:
+                    rep["bad_packets"] += 1
+                    if len(rep["bad_status"]) < 20:
+                        rep["bad_status"].append((seq, i, st))
+                if d == 0 and act != length:
+                    rep["short_out"] += 1
+            rep["bytes"] += total
+            if total != actual:
+                rep["sum_mismatch"] += 1
+    return rep
