@@ -22,6 +22,7 @@
 #include <libusb.h>
 #include <linux/netlink.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1348,6 +1349,73 @@ static void on_uevent(void *arg, uint32_t events)
 	}
 }
 
+/* ---- libusb's own messages ------------------------------------------------------------------ */
+
+/* libusb's log callback gets the context but no user pointer: the hosts alive, by context.
+ * libusb 1.0.26 writes every message to stderr unless a process-wide callback is installed, and
+ * that one is not told the context: so the process-wide one swallows, the context's routes. */
+#define MAX_LOG_HOSTS 8
+static pthread_mutex_t log_hosts_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	libusb_context *ctx;
+	uw_usbhost *h;
+} log_hosts[MAX_LOG_HOSTS];
+
+static void LIBUSB_CALL on_libusb_log(libusb_context *ctx, enum libusb_log_level level,
+                                      const char *str)
+{
+	(void)level; /* part of str ("libusb: warning [function] ...") */
+	size_t n = strlen(str);
+	while (n && (str[n - 1] == '\n' || str[n - 1] == '\r'))
+		n--;
+	bool routed = false;
+	pthread_mutex_lock(&log_hosts_lock);
+	for (size_t i = 0; i < MAX_LOG_HOSTS; i++) {
+		if (ctx && log_hosts[i].ctx == ctx) {
+			uw_logf(&log_hosts[i].h->cfg.log, UW_LOG_DEBUG, "%.*s", (int)n, str);
+			routed = true;
+		}
+	}
+	pthread_mutex_unlock(&log_hosts_lock);
+	if (!routed)
+		fprintf(stderr, "%.*s\n", (int)n, str);
+}
+
+static void LIBUSB_CALL swallow_libusb_log(libusb_context *ctx, enum libusb_log_level level,
+                                           const char *str)
+{
+	(void)ctx;
+	(void)level;
+	(void)str;
+}
+
+/* Routes the context's warnings and errors to our logger at debug level (`serve -v`): the
+ * expected ones (a device unplugged under a transfer) would read as alarms otherwise. */
+static void route_libusb_log(uw_usbhost *h, bool on)
+{
+	pthread_mutex_lock(&log_hosts_lock);
+	size_t live = 0;
+	bool placed = !on;
+	for (size_t i = 0; i < MAX_LOG_HOSTS; i++) {
+		if (on && !placed && !log_hosts[i].ctx) {
+			log_hosts[i].ctx = h->ctx;
+			log_hosts[i].h = h;
+			placed = true;
+		} else if (!on && log_hosts[i].ctx == h->ctx) {
+			log_hosts[i].ctx = NULL;
+			log_hosts[i].h = NULL;
+		}
+		live += log_hosts[i].ctx != NULL;
+	}
+	/* Inside the lock: a concurrent host start/stop must not undo this. */
+	libusb_set_log_cb(NULL, live ? swallow_libusb_log : NULL, LIBUSB_LOG_CB_GLOBAL);
+	pthread_mutex_unlock(&log_hosts_lock);
+	if (on && placed) {
+		libusb_set_log_cb(h->ctx, on_libusb_log, LIBUSB_LOG_CB_CONTEXT);
+		libusb_set_option(h->ctx, LIBUSB_OPTION_LOG_LEVEL, LIBUSB_LOG_LEVEL_WARNING);
+	}
+}
+
 /* ---- Public API ----------------------------------------------------------------------------- */
 
 int uw_usbhost_new(const struct uw_usbhost_config *cfg, uw_usbhost **out, char *err, size_t errlen)
@@ -1371,6 +1439,7 @@ int uw_usbhost_new(const struct uw_usbhost_config *cfg, uw_usbhost **out, char *
 		free(h);
 		return UW_E_IO;
 	}
+	route_libusb_log(h, true);
 	const struct libusb_pollfd **pfds = libusb_get_pollfds(h->ctx);
 	for (size_t i = 0; pfds && pfds[i]; i++)
 		watch_fd(h, pfds[i]->fd, pfds[i]->events);
@@ -1470,6 +1539,7 @@ void uw_usbhost_free(uw_usbhost *h)
 	libusb_set_pollfd_notifiers(h->ctx, NULL, NULL, NULL);
 	for (size_t i = 0; i < h->nfds; i++)
 		uw_loop_del_fd(h->cfg.loop, h->fds[i]);
+	route_libusb_log(h, false);
 	libusb_exit(h->ctx);
 	free(h->fds);
 	free(h->rules);

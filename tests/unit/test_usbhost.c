@@ -633,6 +633,70 @@ static void test_backend(void)
 	uw_loop_free(loop);
 }
 
+/* libusb's own messages reach our logger (at debug level, prefixed "libusb:"): a device node
+ * that is a plain file makes libusb refuse it, and say why. */
+struct lines {
+	char text[4096];
+	int n;
+};
+
+static void collect(void *user, int level, const char *line)
+{
+	struct lines *l = user;
+	(void)level;
+	size_t len = strlen(l->text);
+	snprintf(l->text + len, sizeof l->text - len, "%s\n", line);
+	l->n++;
+}
+
+static void test_libusb_log(void)
+{
+	char devfs[300];
+	snprintf(devfs, sizeof devfs, "%s-devfs", root);
+	char path[400];
+	snprintf(path, sizeof path, "%s/001", devfs);
+	if (mkdir(devfs, 0700) != 0 || mkdir(path, 0700) != 0) {
+		t_ok(false, "fake devfs: %s", strerror(errno));
+		return;
+	}
+	snprintf(path, sizeof path, "%s/001/002", devfs);
+	FILE *f = fopen(path, "w");
+	if (f) {
+		fputs("not a usbfs node", f);
+		fclose(f);
+	}
+	uw_loop *loop = uw_loop_new();
+	struct added a = {.n = 0};
+	struct lines lines = {.n = 0};
+	struct uw_usbhost_config cfg = {.loop = loop,
+	                                .log = {collect, &lines, UW_LOG_DEBUG},
+	                                .sysfs = root,
+	                                .devfs = devfs,
+	                                .add = on_add,
+	                                .remove = on_remove,
+	                                .user = &a};
+	uw_usbhost *h = NULL;
+	char err[256] = "";
+	if (t_ok(uw_usbhost_new(&cfg, &h, err, sizeof err) == UW_OK, "libusb context: %s", err)) {
+		uw_usbhost_add_rule(h, "usb:1-1", err, sizeof err);
+		uw_usbhost_start(h, err, sizeof err);
+		int rc = a.n == 1 ? a.devs[0]->ops->import(a.devs[0]) : UW_E_NOTFOUND;
+		t_ok(rc != UW_OK, "a plain file as the device node is refused (%s)",
+		     uw_strerror(rc));
+		t_ok(strstr(lines.text, "libusb cannot use") != NULL, "our line says so");
+		t_ok(strstr(lines.text, "libusb: ") != NULL,
+		     "libusb's own message is logged too:\n%s", lines.text);
+		for (int i = 0; i < a.n; i++)
+			a.devs[i]->ops->destroy(a.devs[i]);
+		uw_usbhost_free(h);
+	}
+	uw_loop_free(loop);
+	unlink(path);
+	snprintf(path, sizeof path, "%s/001", devfs);
+	rmdir(path);
+	rmdir(devfs);
+}
+
 int main(void)
 {
 	build_tree();
@@ -643,6 +707,7 @@ int main(void)
 	test_iso();
 	test_status();
 	test_backend();
+	test_libusb_log();
 	rm_tree();
 	return t_done();
 }
