@@ -23,7 +23,7 @@ import usbipframe
 from capture import Capture
 from guest import GuestError, shquote
 from registry import scenario
-from uwserver import kmsg_marker
+from uwserver import kmsg_marker, start_server
 
 GUEST_PORT = 3241
 USBWIRE = "src/cli/usbwire"
@@ -714,3 +714,103 @@ def usbwire_real_iso_audio(ctx):
     devs.assert_clean_kernel_log(ctx, g, marker)
     ctx.log(f"same result through both; aplay took {uw_t:.1f} s through usbwire, {kn_t:.1f} s "
             f"through usbip-host (real time is {AUDIO_SECONDS + 2} s)")
+
+
+# ------------------------------------------------------------------------------------------------
+# Isochronous IN with a real device: no configfs gadget can stream here (see above), and qemu's
+# USB audio device only plays. The microphone is usbwire's emu:audio on the host, imported by
+# the guest's vhci-hcd: to the guest that is a real USB device on a real host controller driver
+# (vhci_hcd), so `usbwire serve --export usb:BUSID` in the guest drives it through libusb/usbfs
+# like any other, and a second vhci import captures from it with arecord. The microphone sends a
+# ramp (frame i: i % 32767 + 1, and its negation), so any lost, repeated or damaged frame shows.
+
+CAPTURE_SECONDS = 3
+AUDIO_EMU_VIDPID = "1209:0003"
+
+
+def card_of(g, busid):
+    """The ALSA card number whose USB device is busid (None until snd-usb-audio has bound)."""
+    out = g.run("for c in /sys/class/sound/card*; do echo ${c##*card} $(readlink -f $c/device);"
+                " done")[1]
+    for line in out.splitlines():
+        num, _, path = line.partition(" ")
+        if f"/{busid}/" in path + "/" or f"/{busid}:" in path:
+            return int(num)
+    return None
+
+
+def ramp_breaks(data):
+    """(frames, first left sample, number of places where the ramp does not continue or the
+    right sample is not the left's negation)."""
+    n = len(data) // 4
+    vals = struct.unpack(f"<{2 * n}h", data[:4 * n])
+    breaks = 0
+    for i in range(n):
+        left, right = vals[2 * i], vals[2 * i + 1]
+        if right != -left or left <= 0 or (i and left != vals[2 * i - 2] % 32767 + 1):
+            breaks += 1
+    return n, (vals[0] if n else None), breaks
+
+
+def capture_ramp(ctx, g, busid, label):
+    """arecord from the card of busid for CAPTURE_SECONDS; asserts a whole, unbroken ramp."""
+    g.wait_for(f"for c in /sys/class/sound/card*; do readlink -f $c/device; done | "
+               f"grep -q '/{busid}[:/]'", timeout=60,
+               what=f"snd-usb-audio to bind {busid} ({label.strip()})")
+    card = card_of(g, busid)
+    raw = f"/tmp/uw-cap-{busid}.raw"
+    ctx.defer(g.run, f"rm -f {raw}")
+    t0 = time.monotonic()
+    g.check(f"/usr/local/bin/arecord -q -D hw:{card},0 -f S16_LE -c 2 -r {AUDIO_RATE} "
+            f"-d {CAPTURE_SECONDS} -t raw {raw}", timeout=120)
+    took = time.monotonic() - t0
+    data = g.read_file(raw)
+    frames, first, breaks = ramp_breaks(data)
+    want = AUDIO_RATE * CAPTURE_SECONDS
+    assert frames == want and breaks == 0, \
+        f"{label.strip()}: captured {frames} frames (want {want}), {breaks} breaks in the ramp"
+    ctx.log(f"{label}: arecord captured {frames} frames ({CAPTURE_SECONDS} s) in {took:.1f} s, "
+            f"the ramp unbroken from sample {first}")
+    return took
+
+
+@scenario("usbwire_real_iso_capture")
+@with_guest_tails
+def usbwire_real_iso_capture(ctx):
+    """isochronous IN: arecord on the guest captures an unbroken ramp from emu:audio imported by
+    vhci, and again through usbwire's libusb backend exporting that vhci device"""
+    g = ctx.guest
+    marker = kmsg_marker(g, "real-iso-capture")
+    g.check("modprobe snd-usb-audio")
+    g.install("/usr/bin/arecord")
+    g.check("mkdir -p /usr/share/alsa")
+    g.copy_in("/usr/share/alsa/alsa.conf", "/usr/share/alsa/alsa.conf")
+    ctx.defer(devs.detach_all, g)
+    host = start_server(ctx, ["emu:audio,signal=ramp"], extra=["-v"])
+    g.set_relay_target(host.port)
+    ctx.defer(g.set_relay_target, g.usbipd_port)
+    mic = devs.attach_device(ctx, g, "99-1", AUDIO_EMU_VIDPID)
+    capture_ramp(ctx, g, mic, "emu:audio via vhci          ")
+
+    srv = serve(ctx, g, [f"usb:{mic}"])
+    srv.wait_log(f"export {mic}: usb:{mic}")
+    cap = Capture(srv.host_port, ctx.artifacts / "capture-usbwire.pcapng")
+    cap.start()
+    again = devs.attach_device(ctx, g, mic, AUDIO_EMU_VIDPID)
+    capture_ramp(ctx, g, again, "the same through usbwire/libusb")
+    devs.detach_device(g, mic, again)
+    srv.wait_log(f"released {mic}")
+    cap.check(require={"OP_REQ_IMPORT": 1, "CMD_SUBMIT": 1})
+    rep = usbipframe.iso_report(cap.path, srv.host_port)
+    assert rep["packets"] and not rep["bad_packets"] and not rep["error_count"] \
+        and not rep["sum_mismatch"], f"isochronous IN packets on the wire: {rep}"
+    ctx.log(f"libusb path on the wire: {rep['urbs']} ISO URBs, {rep['packets']} packets, "
+            f"{rep['bytes']} bytes, 0 packet errors (endpoints {sorted(rep['endpoints'])})")
+    # The kernel's usbip-host does not take devices on vhci_hcd, so it has no figure here.
+    rc, out, err = g.run(f"usbip bind -b {mic}")
+    bound = g.run(f"[ -e /sys/bus/usb/drivers/usbip-host/{mic} ]")[0] == 0
+    if bound:
+        g.run(f"usbip unbind -b {mic}")
+    ctx.log(f"usbip-host on the vhci device: {'bound' if bound else 'refused'} "
+            f"({(out + err).strip()[:120]})")
+    devs.assert_clean_kernel_log(ctx, g, marker)
