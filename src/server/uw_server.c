@@ -534,8 +534,15 @@ static int32_t submit_check(struct urb_ctx *ctx)
 		if (u->len && (u->setup.bm_request_type & 0x80 ? UW_DIR_IN : UW_DIR_OUT) != u->dir)
 			return UW_URB_EINVAL;
 	}
-	if (u->xfer == UW_XFER_ISO && u->num_iso == 0)
-		return UW_URB_EINVAL;
+	if (u->xfer == UW_XFER_ISO) {
+		/* Packets may overlap, but the reply's actual_length is the sum of theirs and may
+		 * not exceed the buffer: more than the buffer in total cannot be answered. */
+		uint64_t total = 0;
+		for (uint32_t i = 0; i < u->num_iso; i++)
+			total += u->iso[i].length;
+		if (u->num_iso == 0 || total > u->len)
+			return UW_URB_EINVAL;
+	}
 	return 0;
 }
 

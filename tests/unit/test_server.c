@@ -496,6 +496,18 @@ static void test_urbs(void)
 	ok = read_reply(fd, &r) == 0 && r.seq == 21 && r.actual == 30 && r.np == 3 &&
 	     recv_all(fd, descs, 48) == 0;
 	t_ok(ok, "iso OUT: reply carries descriptors only, actual = sum");
+	/* Packets may overlap, but a reply's actual_length is the sum of theirs: packets longer in
+	 * total than the buffer could only be answered with more than was asked for. */
+	uw_iso_desc ovl[4] = {{0, 4, 0, 0}, {0, 4, 0, 0}, {0, 4, 0, 0}, {0, 4, 0, 0}};
+	submit(fd, 22, 3, UW_DIR_IN, 4, NULL, NULL, 4, ovl);
+	uint8_t odescs[64], ojunk[64];
+	ok = read_reply(fd, &r) == 0 && r.seq == 22;
+	if (ok && r.actual > 0 && r.actual <= 64)
+		recv_all(fd, ojunk, (size_t)r.actual);
+	ok = ok && recv_all(fd, odescs, sizeof odescs) == 0;
+	t_ok(ok && r.status == UW_URB_EINVAL && r.actual == 0 && r.np == 4,
+	     "iso packets longer in total than the buffer: -EINVAL (status %d, actual %d)",
+	     r.status, r.actual);
 
 	/* Semantic errors fail the URB, not the connection. */
 	const uint8_t bad_dir[8] = {0x80, 6, 0, 1, 0, 0, 18, 0};
