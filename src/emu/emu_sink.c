@@ -96,7 +96,7 @@ static void sink_iso(struct sink *s, uw_urb *u)
 	uint32_t total = 0;
 	for (uint32_t i = 0; i < u->num_iso; i++) {
 		uw_iso_pkt *p = &u->iso[i];
-		if (u->dir == UW_DIR_IN)
+		if (u->dir == UW_DIR_IN && p->length) /* buf is NULL when the URB's length is 0 */
 			fill_pattern(u->buf + p->offset, p->length, s->iso_pat, sizeof s->iso_pat);
 		p->status = 0;
 		p->actual_length = p->length;

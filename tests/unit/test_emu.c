@@ -555,6 +555,16 @@ static void test_sink(void)
 			     t->buf[pk[i].offset + 100] == (pat ? 100 % 63 : 0);
 		t_ok(ok, "%s: iso IN packets filled", k);
 		turb_free(t);
+		/* Zero-length packets and no buffer (the server passes NULL for length 0). */
+		t = turb_new(2, UW_DIR_IN, UW_XFER_ISO, 0);
+		uw_iso_pkt pz[2] = {{0, 0, 0, 7}, {0, 0, 0, 7}};
+		t->u.iso = pz;
+		t->u.num_iso = 2;
+		d->ops->submit(d, &t->u);
+		t_ok(t->completions == 1 && t->u.status == 0 && t->u.actual == 0 &&
+		         pz[1].status == 0,
+		     "%s: iso IN of zero-length packets without a buffer", k);
+		turb_free(t);
 		d->ops->release(d);
 		d->ops->destroy(d);
 	}
