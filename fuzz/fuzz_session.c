@@ -1,0 +1,1289 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Fuzz target: a whole server session. The input is a client's byte stream, written into one end
+ * of a socketpair whose other end is served by a live in-process uw_server on its own uw_loop, so
+ * the session logic is fuzzed, not only the decoders: op phase, import, CMD_SUBMIT/CMD_UNLINK
+ * bookkeeping, budgets and backpressure, the ordered reply queue, device removal and teardown.
+ *
+ * Exported devices (fresh for every input):
+ *   99-1  emu:sink    (bulk source/sink; isochronous in altsetting 1), completes at once
+ *   99-2  emu:serial  (CDC-ACM loopback): bulk IN and interrupt IN wait until data or a cancel
+ *   99-3  a scripted device defined here, whose behaviour is chosen by each URB's `interval`
+ *         field (see struct hold): completion now, after some loop rounds or only when
+ *         cancelled; cancels that take effect at once or a round later, or that come too late
+ *         (the URB finishes with its own result: "finished before the unlink"); statuses,
+ *         short or over-long actual lengths, ISO packet results, and an unplug
+ *         (uw_server_remove_device). Endpoints: 1 bulk, 2 interrupt IN, 3 isochronous, 4 bulk
+ *         OUT / isochronous IN.
+ * Everything runs on this thread: no worker threads, no real time (the handshake deadline is
+ * far away); the scripted device's delays are zero-millisecond loop timers.
+ *
+ * Input: byte 0 = mode, byte 1 = configuration, then the client's bytes.
+ *   mode bits 0-2  chunking: the stream is written in pieces of {all, 1, 3, 8, 40, 48, 100, 512}
+ *                  bytes with one loop round between pieces
+ *        bits 3-4  prelude written before the input: 0 none, 1 OP_REQ_IMPORT of 99-1, 2 import of
+ *                  99-1 and SET_CONFIGURATION(1), 3 import of 99-2 and SET_CONFIGURATION(1)
+ *        bit 5     lazy client: reads replies only when its writes block (or at the end)
+ *        bits 6-7  teardown: 0 the client closes, 1 the client half-closes (SHUT_WR),
+ *                  2 uw_server_shutdown(), 3 uw_server_free() with the session still open
+ *   config bits 0-1  max_urbs {1, 3, 16, 1024};  bits 2-3 max_bytes {1, 16 KiB, 1 MiB, 64 MiB}
+ *          bit 4     emu:sink,pattern=1;        bit 5 small socket send buffers
+ *          bits 6-7  a second client once the first one's stream is in: 0 none, 1 it asks for
+ *                    the device list, 2 it imports the first one's device (99-1 if none),
+ *                    3 it imports another device; it stays connected until the teardown
+ * The devid of busid 99-N is 99 << 16 | N.
+ *
+ * Oracles beyond "no crash, no leak":
+ *  - Every byte the server writes back decodes with the client-side decoders (uw_wire.h) in the
+ *    order a client reads them: the op reply that the request calls for (nothing after a refusal
+ *    or a device list), then RET_SUBMIT/RET_UNLINK framed by what was submitted. The target
+ *    mirrors the server's parse of its own stream (same decoders, the device's endpoint table),
+ *    so it knows each seqnum submitted and unlinked: a RET_SUBMIT for a seqnum with no
+ *    outstanding CMD_SUBMIT, a second answer, a RET_UNLINK for no CMD_UNLINK, a RET_UNLINK(0)
+ *    ahead of its target's RET_SUBMIT, a RET_UNLINK(-ECONNRESET) for a target already answered,
+ *    non-zero devid/direction/ep/padding, number_of_packets or start_frame not echoed, or an
+ *    ISO error_count that disagrees with the packets all abort().
+ *  - The server does not spin: the loop runs one round at a time (a zero-millisecond timer stops
+ *    it), and a long run of rounds in which the loop has events to handle but nothing observable
+ *    happens aborts. The loop's epoll descriptor is polled to know whether it has events
+ *    (found through /proc; without it this check is off).
+ *  - Nothing is left unanswered: when the session is still open, the whole stream was sent and
+ *    framed and the budgets cannot have paused it, then once the loop is idle every CMD_UNLINK
+ *    has been answered, and every CMD_SUBMIT that the device does not hold by design.
+ *  - The scripted device never holds more URBs or buffer bytes than the session budgets allow.
+ *  - The second client's answer agrees with the server's state: a device list has every device
+ *    that is neither imported nor gone and only those; an import of the first client's device
+ *    is refused as busy while it is imported, as unknown once it is gone, else accepted.
+ *  - After the clients close or half-close, or after uw_server_shutdown(), every session ends and
+ *    every device is released (every device here completes cancelled URBs within a round), and
+ *    the shutdown callback has run.
+ * Frames of the stream whose endpoint type depends on a configuration change still in flight
+ * (SET_CONFIGURATION, SET_INTERFACE) are held back until that request has been answered, so the
+ * mirror frames them with the device's real endpoint table.
+ * Set USBWIRE_FUZZ_LOG=1 to see the server's log on stderr.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "uw_emu.h"
+#include "uw_server.h"
+#include "uw_wire.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define NDEV        3
+#define SDEV        2 /* index of the scripted device */
+#define BUSNUM      99u
+#define SPIN_ROUNDS 10000u /* busy rounds without visible progress before we call it a hang */
+#define PRELUDE_SEQ 0x7fffffffu
+
+__attribute__((format(printf, 1, 2), noreturn)) static void bug(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("fuzz_session: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	abort();
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* A CMD_SUBMIT of the stream, as the mirror parsed it. */
+struct sub {
+	uint32_t seq, msg; /* msg: index of the message in the stream */
+	uint32_t dir;
+	int xfer;
+	int32_t len, np, start_frame, interval;
+	const uint8_t *iso; /* the raw descriptors sent, inside the stream */
+	bool answered;
+	bool sync;     /* a configuration change: frames after it wait for its answer */
+	bool unlinked; /* a CMD_UNLINK of it followed (check_complete() only) */
+};
+
+/* A CMD_UNLINK of the stream. */
+struct unl {
+	uint32_t seq, target, msg;
+	bool answered;
+};
+
+enum expect { EXP_NOTHING, EXP_IMPORT, EXP_DEVLIST };
+enum rx_state { RX_OP, RX_HDR, RX_DATA, RX_ISO, RX_EOF_ONLY };
+
+struct sdev;
+
+struct fz {
+	uw_logger log;
+	uw_loop *loop;
+	uw_server *srv;
+	uw_dev *devs[NDEV]; /* NULL once destroyed */
+	struct sdev *sd;    /* the scripted device while it exists */
+	int epfd;           /* the loop's epoll descriptor, or -1 if it could not be found */
+	bool busy;          /* the loop had work left at the end of the last round */
+	unsigned max_urbs;  /* the session budgets */
+	size_t max_bytes;
+	bool sd_done; /* uw_server_shutdown()'s callback ran */
+	int cfd, sfd;
+	int cfd2, sfd2; /* the second client, or -1 */
+
+	/* The client's stream and how much of it was written. */
+	uint8_t *stream;
+	size_t len, sent;
+	size_t chunk;
+	bool lazy, eof, gone;
+
+	/* The mirror of the server's parse of the stream. */
+	size_t mpos;
+	bool mend, mop;
+	int mdev; /* index of the imported device */
+	uint32_t devid, nmsg;
+	bool import_pending;
+	unsigned sync_pending;
+	struct sub *subs;
+	size_t nsubs, capsubs;
+	struct unl *unls;
+	size_t nunls, capunls;
+
+	/* The reply decoder. */
+	enum expect expect;
+	bool import_ok;
+	char busid[UW_BUSID_SIZE];
+	enum rx_state rx;
+	uint8_t acc[UW_URB_HDR_LEN + UW_MAX_ISO_PACKETS * UW_ISO_DESC_LEN];
+	size_t acc_len, want, skip;
+	uw_urb_hdr cur;
+	size_t cur_data; /* payload bytes of the reply being read */
+	struct sub *cur_sub;
+	uint8_t rbuf[65536];
+};
+
+static struct fz g;
+
+static void *grow(void *p, size_t *cap, size_t n, size_t elem)
+{
+	if (n < *cap)
+		return p;
+	size_t c = *cap ? *cap * 2 : 64;
+	void *q = realloc(p, c * elem);
+	if (!q)
+		abort();
+	*cap = c;
+	return q;
+}
+
+static void log_line(void *user, int level, const char *line)
+{
+	(void)user;
+	if (getenv("USBWIRE_FUZZ_LOG"))
+		fprintf(stderr, "[%d] %s\n", level, line);
+}
+
+/* ---- The scripted device ------------------------------------------------------------------ */
+
+/*
+ * The script of a URB is its `interval` field:
+ *   bits 0-1   when it completes: 0 inside submit, 1 one round later, 2 after 1 + bits 8-10
+ *              rounds, 3 only when cancelled (or at unplug/destroy)
+ *   bits 2-3   on cancel: 0 -ECONNRESET at once, 1 -ECONNRESET a round later, 2 its normal
+ *              result a round later, 3 its normal result at once
+ *   bits 4-6   status: 0, 0, -EPIPE, -EIO, -EPROTO, -EOVERFLOW, -EREMOTEIO, -ETIMEDOUT
+ *   bits 12-13 actual length: the whole buffer, half, none, or more than the buffer (by 1 +
+ *              bits 16-23; the server must clamp it); ISO: the same per packet
+ *   bit 14     unplug the device (uw_server_remove_device) a round after this URB completes
+ */
+struct hold {
+	uw_urb *u;
+	uint32_t script;
+	unsigned ticks; /* rounds until completion; UINT32_MAX: not scheduled */
+	bool forced;    /* complete with `status` instead of the script's result */
+	int32_t status;
+};
+
+struct sdev {
+	uw_dev dev;
+	struct fz *f;
+	struct hold *h;
+	size_t n, cap;
+	uw_timer *tick, *unplug;
+	bool gone;
+	bool destroyed; /* destroy() ran while a tick was completing URBs: free at its end */
+	int depth;
+};
+
+static const int32_t sd_statuses[8] = {0,
+                                       0,
+                                       UW_URB_EPIPE,
+                                       UW_URB_EIO,
+                                       UW_URB_EPROTO,
+                                       UW_URB_EOVERFLOW,
+                                       UW_URB_EREMOTEIO,
+                                       UW_URB_ETIMEDOUT};
+
+static int sd_ep_type_of(uint32_t ep, uint32_t dir)
+{
+	switch (ep) {
+	case 0:
+		return UW_XFER_CONTROL;
+	case 1:
+		return UW_XFER_BULK;
+	case 2:
+		return dir == UW_DIR_IN ? UW_XFER_INT : UW_XFER_UNKNOWN;
+	case 3:
+		return UW_XFER_ISO;
+	case 4:
+		return dir == UW_DIR_IN ? UW_XFER_ISO : UW_XFER_BULK;
+	default:
+		return UW_XFER_UNKNOWN;
+	}
+}
+
+static uint32_t sd_amount(uint32_t script, uint32_t len)
+{
+	switch ((script >> 12) & 3) {
+	case 0:
+		return len;
+	case 1:
+		return len / 2;
+	case 2:
+		return 0;
+	default:
+		return len + 1 + ((script >> 16) & 0xff);
+	}
+}
+
+static void sd_on_unplug(void *arg);
+
+/* Completes u with its scripted result (or the forced status). */
+static void sd_finish(struct sdev *sd, uw_urb *u, uint32_t s, bool forced, int32_t fst)
+{
+	int32_t st = forced ? fst : sd_statuses[(s >> 4) & 7];
+	uint32_t actual = 0;
+	uint8_t fill = (uint8_t)(u->seqnum * 31 + 7);
+	if (u->xfer == UW_XFER_ISO) {
+		for (uint32_t i = 0; i < u->num_iso; i++) {
+			uw_iso_pkt *p = &u->iso[i];
+			uint32_t a = forced ? 0 : sd_amount(s, p->length);
+			uint32_t n = a < p->length ? a : p->length;
+			if (u->dir == UW_DIR_IN && n)
+				memset(u->buf + p->offset, fill, n);
+			p->actual_length = a;
+			p->status = forced ? fst : (st && (i & 1)) ? UW_URB_EXDEV : 0;
+			actual += n;
+		}
+		if (!forced)
+			st = 0; /* ISO errors are per packet */
+	} else if (!forced) {
+		actual = sd_amount(s, u->len);
+		uint32_t n = actual < u->len ? actual : u->len;
+		if (u->dir == UW_DIR_IN && n)
+			memset(u->buf, fill, n);
+	}
+	if (!forced && (s & (1u << 14)) && !sd->gone && !sd->unplug)
+		sd->unplug = uw_loop_timer_add(sd->f->loop, 0, sd_on_unplug, sd);
+	uw_urb_complete(u, st, actual);
+}
+
+static void sd_free(struct sdev *sd)
+{
+	free(sd->h);
+	free(sd);
+}
+
+static void sd_on_tick(void *arg);
+
+static void sd_arm(struct sdev *sd)
+{
+	if (sd->tick)
+		return;
+	for (size_t i = 0; i < sd->n; i++) {
+		if (sd->h[i].ticks != UINT32_MAX) {
+			sd->tick = uw_loop_timer_add(sd->f->loop, 0, sd_on_tick, sd);
+			if (!sd->tick)
+				abort();
+			return;
+		}
+	}
+}
+
+static void sd_on_tick(void *arg)
+{
+	struct sdev *sd = arg;
+	sd->tick = NULL;
+	/* Take the due URBs out first: completing one may submit, cancel or end the session. */
+	struct hold *due = malloc((sd->n ? sd->n : 1) * sizeof *due);
+	if (!due)
+		abort();
+	size_t nd = 0, k = 0;
+	for (size_t i = 0; i < sd->n; i++) {
+		struct hold h = sd->h[i];
+		if (h.ticks != UINT32_MAX && --h.ticks == 0)
+			due[nd++] = h;
+		else
+			sd->h[k++] = h;
+	}
+	sd->n = k;
+	sd->depth++;
+	for (size_t i = 0; i < nd; i++)
+		sd_finish(sd, due[i].u, due[i].script, due[i].forced, due[i].status);
+	sd->depth--;
+	free(due);
+	if (sd->destroyed) {
+		if (sd->depth == 0)
+			sd_free(sd);
+		return;
+	}
+	sd_arm(sd);
+}
+
+static void sd_on_unplug(void *arg)
+{
+	struct sdev *sd = arg;
+	sd->unplug = NULL;
+	sd->gone = true;
+	/* Unplugged: what the device holds fails a round later. */
+	for (size_t i = 0; i < sd->n; i++) {
+		sd->h[i].ticks = 1;
+		sd->h[i].forced = true;
+		sd->h[i].status = UW_URB_ESHUTDOWN;
+	}
+	sd_arm(sd);
+	/* Last: with nobody importing it, the device is destroyed right here. */
+	if (uw_server_remove_device(sd->f->srv, &sd->dev) != UW_OK)
+		bug("uw_server_remove_device() refused a device it exports");
+}
+
+static int sd_import(uw_dev *d)
+{
+	struct sdev *sd = d->priv;
+	return sd->gone ? UW_E_NODEV : UW_OK;
+}
+
+static void sd_submit(uw_dev *d, uw_urb *u)
+{
+	struct sdev *sd = d->priv;
+	uint32_t s = (uint32_t)u->interval;
+	if (sd->gone) {
+		uw_urb_complete(u, UW_URB_ESHUTDOWN, 0);
+		return;
+	}
+	/* The server keeps its budgets: with URBs held, no more than max_urbs in flight, and no
+	 * more buffer bytes than max_bytes (only a lone URB may be larger). */
+	uint64_t held = u->len;
+	for (size_t i = 0; i < sd->n; i++)
+		held += sd->h[i].u->len;
+	if (sd->n + 1 > sd->f->max_urbs || (sd->n && held > sd->f->max_bytes))
+		bug("URB %zu in flight (%llu buffer bytes) on a budget of %u URBs and %zu bytes",
+		    sd->n + 1, (unsigned long long)held, sd->f->max_urbs, sd->f->max_bytes);
+	unsigned when = s & 3;
+	if (when == 0) {
+		sd_finish(sd, u, s, false, 0);
+		return;
+	}
+	sd->h = grow(sd->h, &sd->cap, sd->n, sizeof *sd->h);
+	unsigned ticks = when == 1 ? 1 : when == 2 ? 1 + ((s >> 8) & 7) : UINT32_MAX;
+	sd->h[sd->n++] = (struct hold){.u = u, .script = s, .ticks = ticks};
+	sd_arm(sd);
+}
+
+static void sd_cancel(uw_dev *d, uw_urb *u)
+{
+	struct sdev *sd = d->priv;
+	size_t i = 0;
+	while (i < sd->n && sd->h[i].u != u)
+		i++;
+	if (i == sd->n)
+		return; /* not held: finished, or completing right now */
+	struct hold h = sd->h[i];
+	switch ((h.script >> 2) & 3) {
+	case 0:
+	case 3:
+		sd->h[i] = sd->h[--sd->n];
+		if (((h.script >> 2) & 3) == 0)
+			uw_urb_complete(u, UW_URB_ECONNRESET, 0);
+		else
+			sd_finish(sd, u, h.script, h.forced, h.status);
+		return;
+	case 1:
+		sd->h[i].forced = true;
+		sd->h[i].status = UW_URB_ECONNRESET;
+		sd->h[i].ticks = 1;
+		break;
+	default:
+		sd->h[i].ticks = 1; /* its own result, a round later */
+		break;
+	}
+	sd_arm(sd);
+}
+
+static int sd_ep_type(uw_dev *d, unsigned ep, unsigned dir)
+{
+	(void)d;
+	return sd_ep_type_of(ep, dir);
+}
+
+static void sd_release(uw_dev *d)
+{
+	struct sdev *sd = d->priv;
+	if (sd->n)
+		bug("the scripted device was released with %zu URBs outstanding", sd->n);
+}
+
+static void sd_destroy(uw_dev *d)
+{
+	struct sdev *sd = d->priv;
+	struct fz *f = sd->f;
+	f->devs[SDEV] = NULL;
+	f->sd = NULL;
+	uw_loop_timer_cancel(f->loop, sd->tick);
+	uw_loop_timer_cancel(f->loop, sd->unplug);
+	sd->tick = sd->unplug = NULL;
+	/* Complete what is still held (the server is being freed). */
+	while (sd->n) {
+		uw_urb *u = sd->h[--sd->n].u;
+		uw_urb_complete(u, UW_URB_ESHUTDOWN, 0);
+	}
+	if (sd->depth) {
+		sd->destroyed = true;
+		return;
+	}
+	sd_free(sd);
+}
+
+static const struct uw_dev_ops sd_ops = {
+    .import = sd_import,
+    .submit = sd_submit,
+    .cancel = sd_cancel,
+    .ep_type = sd_ep_type,
+    .release = sd_release,
+    .destroy = sd_destroy,
+};
+
+static uw_dev *sd_new(struct fz *f)
+{
+	struct sdev *sd = calloc(1, sizeof *sd);
+	if (!sd)
+		abort();
+	sd->f = f;
+	uw_dev *d = &sd->dev;
+	d->ops = &sd_ops;
+	d->priv = sd;
+	d->loop = f->loop;
+	d->info = (uw_usb_device){.path = "/fuzz/99-3",
+	                          .busid = "99-3",
+	                          .busnum = BUSNUM,
+	                          .devnum = 3,
+	                          .speed = UW_SPEED_HIGH,
+	                          .id_vendor = 0x1d6b,
+	                          .id_product = 0x0104,
+	                          .num_configurations = 1,
+	                          .configuration_value = 1,
+	                          .num_interfaces = 1};
+	d->ifaces[0] = (uw_usb_interface){0xff, 0, 0};
+	snprintf(d->spec, sizeof d->spec, "fuzz:script");
+	snprintf(d->name, sizeof d->name, "scripted fuzz device");
+	f->sd = sd;
+	return d;
+}
+
+/* ---- The loop, one round at a time -------------------------------------------------------- */
+
+/* The loop's epoll descriptor is the lowest free one when uw_loop_new() runs (it is created
+ * first); confirm by its /proc link before relying on it. */
+static bool is_epoll_fd(int fd)
+{
+	char path[64], link[64];
+	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(path, link, sizeof link - 1);
+	if (n <= 0)
+		return false;
+	link[n] = '\0';
+	return strcmp(link, "anon_inode:[eventpoll]") == 0;
+}
+
+static void end_round(void *arg)
+{
+	struct fz *f = arg;
+	/* Timers first ran in this round; what is left for the next one: ready descriptors or
+	 * posts (the epoll descriptor is readable), or the scripted device's timers. Without the
+	 * epoll descriptor only visible progress tells (and a spinning server goes unnoticed). */
+	bool ready = false;
+	if (f->epfd >= 0) {
+		struct pollfd p = {f->epfd, POLLIN, 0};
+		ready = poll(&p, 1, 0) > 0;
+	}
+	f->busy = ready || (f->sd && (f->sd->tick || f->sd->unplug));
+	uw_loop_stop(f->loop);
+}
+
+/* One dispatch round: epoll_wait with a zero timeout, the handlers, the due timers. */
+static void run_round(struct fz *f)
+{
+	if (!uw_loop_timer_add(f->loop, 0, end_round, f))
+		abort();
+	if (uw_loop_run(f->loop) != UW_OK)
+		bug("uw_loop_run failed");
+}
+
+/* Runs fn(f) on the loop thread, as server calls must be, in a round of its own. */
+static void in_loop(struct fz *f, uw_task_fn fn)
+{
+	if (!uw_loop_timer_add(f->loop, 0, fn, f))
+		abort();
+	run_round(f);
+}
+
+struct sig {
+	unsigned sessions, imported;
+	uint64_t accepted, errors, urbs;
+};
+
+static struct sig server_sig(const struct fz *f)
+{
+	struct uw_server_stats st;
+	uw_server_get_stats(f->srv, &st);
+	return (struct sig){st.sessions, st.imported, st.accepted, st.protocol_errors, st.urbs};
+}
+
+static bool sig_eq(struct sig a, struct sig b)
+{
+	return a.sessions == b.sessions && a.imported == b.imported && a.accepted == b.accepted &&
+	       a.errors == b.errors && a.urbs == b.urbs;
+}
+
+/* ---- The mirror: the server's parse of our stream ---------------------------------------- */
+
+static int mirror_ep_type(void *user, uint32_t ep, uint32_t dir)
+{
+	struct fz *f = user;
+	if (f->mdev == SDEV)
+		return sd_ep_type_of(ep, dir); /* fixed; the device may be gone already */
+	uw_dev *d = f->devs[f->mdev];
+	return d->ops->ep_type(d, ep, dir);
+}
+
+/* A standard SET_CONFIGURATION or SET_INTERFACE (any recipient, to be safe): the endpoint table
+ * of an emulated device may change when the server runs it. */
+static bool changes_endpoints(const uint8_t setup[UW_SETUP_LEN])
+{
+	return (setup[0] & 0x60) == 0 && (setup[1] == 9 || setup[1] == 11);
+}
+
+/* Parses the stream from mpos as far as it can be framed now. Returns how far it may be sent. */
+static size_t mirror_limit(struct fz *f)
+{
+	while (!f->mend) {
+		const uint8_t *p = f->stream + f->mpos;
+		size_t n = f->len - f->mpos;
+		uw_dec d;
+		if (f->mop) {
+			uw_op_request req;
+			if (uw_op_request_decode(p, n, &req, &d) != UW_DEC_DONE) {
+				f->mend = true; /* cut short or malformed: no answer */
+				break;
+			}
+			f->mpos += d.len;
+			f->mend = true;
+			if (req.code == UW_OP_REQ_DEVLIST) {
+				f->expect = EXP_DEVLIST;
+				break;
+			}
+			f->expect = EXP_IMPORT;
+			memcpy(f->busid, req.busid, sizeof f->busid);
+			for (int i = 0; i < NDEV; i++) {
+				char b[16];
+				snprintf(b, sizeof b, "99-%d", i + 1);
+				if (strcmp(b, req.busid) == 0) {
+					f->import_ok = true;
+					f->mdev = i;
+					f->devid = BUSNUM << 16 | (uint32_t)(i + 1);
+				}
+			}
+			if (f->import_ok) {
+				f->mop = false;
+				f->mend = false;
+				f->import_pending = true;
+			}
+			continue;
+		}
+		if (n < UW_URB_HDR_LEN) {
+			f->mend = true;
+			break;
+		}
+		if (be32(p) == UW_CMD_SUBMIT && be32(p + 16) != 0 &&
+		    (f->import_pending || f->sync_pending))
+			return f->mpos; /* framed by an endpoint table that may still change */
+		uw_cmd c;
+		if (uw_cmd_decode(p, n, mirror_ep_type, f, &c, &d) != UW_DEC_DONE ||
+		    c.hdr.devid != f->devid) {
+			f->mend = true; /* cut short, or the server closes here */
+			break;
+		}
+		uint32_t msg = f->nmsg++;
+		if (c.hdr.command == UW_CMD_SUBMIT) {
+			f->subs = grow(f->subs, &f->capsubs, f->nsubs, sizeof *f->subs);
+			struct sub *s = &f->subs[f->nsubs++];
+			*s = (struct sub){.seq = c.hdr.seqnum,
+			                  .msg = msg,
+			                  .dir = c.hdr.direction,
+			                  .xfer = c.xfer,
+			                  .len = c.hdr.u.submit.transfer_buffer_length,
+			                  .np = c.hdr.u.submit.number_of_packets,
+			                  .start_frame = c.hdr.u.submit.start_frame,
+			                  .interval = c.hdr.u.submit.interval,
+			                  .iso = c.iso};
+			if (c.hdr.ep == 0 && f->mdev != SDEV &&
+			    changes_endpoints(c.hdr.u.submit.setup)) {
+				s->sync = true;
+				f->sync_pending++;
+			}
+		} else {
+			f->unls = grow(f->unls, &f->capunls, f->nunls, sizeof *f->unls);
+			f->unls[f->nunls++] = (struct unl){
+			    .seq = c.hdr.seqnum, .target = c.hdr.u.unlink.seqnum, .msg = msg};
+		}
+		f->mpos += d.len;
+	}
+	return f->len;
+}
+
+/* ---- The reply decoder -------------------------------------------------------------------- */
+
+static struct sub *oldest_open(struct fz *f, uint32_t seq)
+{
+	for (size_t i = 0; i < f->nsubs; i++)
+		if (!f->subs[i].answered && f->subs[i].seq == seq)
+			return &f->subs[i];
+	return NULL;
+}
+
+static bool pending_cb(void *user, uint32_t seq, uw_pending *out)
+{
+	struct sub *s = oldest_open(user, seq);
+	if (!s)
+		return false;
+	*out = (uw_pending){.direction = s->dir,
+	                    .xfer = s->xfer,
+	                    .transfer_length = s->len,
+	                    .number_of_packets = s->np,
+	                    .iso_req = s->iso};
+	return true;
+}
+
+static void answered(struct fz *f, struct sub *s)
+{
+	s->answered = true;
+	if (s->sync)
+		f->sync_pending--;
+}
+
+static void check_zero(const uint8_t *p, size_t from, size_t to, const char *what)
+{
+	for (size_t i = from; i < to; i++)
+		if (p[i])
+			bug("%s: byte %zu of the header is 0x%02x, not 0", what, i, p[i]);
+}
+
+static void fail_dec(const char *what, const uw_dec *d)
+{
+	char msg[256];
+	bug("%s: %s", what, uw_dec_format(d, msg, sizeof msg));
+}
+
+static void ret_unlink(struct fz *f, const uw_urb_hdr *h)
+{
+	int32_t st = h->u.ret_unlink.status;
+	if (st != 0 && st != UW_URB_ECONNRESET)
+		bug("RET_UNLINK seqnum %u: status %d", h->seqnum, st);
+	struct unl *u = NULL;
+	for (size_t i = 0; i < f->nunls && !u; i++)
+		if (!f->unls[i].answered && f->unls[i].seq == h->seqnum)
+			u = &f->unls[i];
+	if (!u)
+		bug("RET_UNLINK seqnum %u: no CMD_UNLINK with it awaits an answer", h->seqnum);
+	u->answered = true;
+	/* The URB the server found in flight for it: the target's last CMD_SUBMIT before it. */
+	struct sub *t = NULL;
+	for (size_t i = 0; i < f->nsubs && f->subs[i].msg < u->msg; i++)
+		if (f->subs[i].seq == u->target)
+			t = &f->subs[i];
+	if (st == UW_URB_ECONNRESET) {
+		if (!t || t->answered)
+			bug("RET_UNLINK(-ECONNRESET) seqnum %u: its target %u is not outstanding",
+			    h->seqnum, u->target);
+		answered(f, t); /* it stands in for the RET_SUBMIT */
+	} else if (t && !t->answered) {
+		bug("RET_UNLINK(0) seqnum %u ahead of the RET_SUBMIT of its target %u", h->seqnum,
+		    u->target);
+	}
+}
+
+static void finish_submit(struct fz *f)
+{
+	struct sub *s = f->cur_sub;
+	const uw_urb_hdr *h = &f->cur;
+	if (s->xfer == UW_XFER_ISO) {
+		uint32_t n = (uint32_t)s->np;
+		uw_dec d;
+		if (n && uw_iso_check_ret(f->acc, n, s->iso, h->u.ret.actual_length,
+		                          UW_URB_HDR_LEN + f->cur_data, &d) != UW_DEC_DONE)
+			fail_dec("RET_SUBMIT ISO descriptors", &d);
+		int32_t errors = 0;
+		for (uint32_t i = 0; i < n; i++) {
+			uw_iso_desc desc;
+			uw_iso_desc_decode(f->acc + (size_t)i * UW_ISO_DESC_LEN, &desc);
+			errors += desc.status != 0;
+		}
+		if (h->u.ret.error_count != errors)
+			bug("RET_SUBMIT seqnum %u: error_count %d, %d packets failed", h->seqnum,
+			    h->u.ret.error_count, errors);
+		if (!n && h->u.ret.actual_length != 0)
+			bug("RET_SUBMIT seqnum %u: ISO without packets, actual_length %d",
+			    h->seqnum, h->u.ret.actual_length);
+	}
+	answered(f, s);
+	f->cur_sub = NULL;
+	f->rx = RX_HDR;
+	f->want = UW_URB_HDR_LEN;
+	f->acc_len = 0;
+}
+
+static void urb_header(struct fz *f)
+{
+	uw_urb_hdr h;
+	size_t dl, il;
+	uw_dec d;
+	if (uw_ret_hdr_decode(f->acc, f->acc_len, pending_cb, f, &h, &dl, &il, &d) != UW_DEC_DONE)
+		fail_dec("reply header", &d);
+	if (h.devid || h.direction || h.ep)
+		bug("%s seqnum %u: devid %u, direction %u, ep %u (all must be 0)",
+		    uw_urb_cmd_name(h.command), h.seqnum, h.devid, h.direction, h.ep);
+	f->acc_len = 0;
+	if (h.command == UW_RET_UNLINK) {
+		check_zero(f->acc, 24, UW_URB_HDR_LEN, "RET_UNLINK padding");
+		ret_unlink(f, &h);
+		return;
+	}
+	check_zero(f->acc, 40, UW_URB_HDR_LEN, "RET_SUBMIT padding");
+	struct sub *s = oldest_open(f, h.seqnum);
+	if (!s)
+		bug("RET_SUBMIT seqnum %u: decoded without an outstanding CMD_SUBMIT", h.seqnum);
+	if (s->xfer != UW_XFER_ISO) {
+		int32_t np = s->np == -1 ? -1 : 0;
+		if (h.u.ret.number_of_packets != np || h.u.ret.error_count != 0)
+			bug("RET_SUBMIT seqnum %u (not ISO): number_of_packets %d (sent %d), "
+			    "error_count %d",
+			    h.seqnum, h.u.ret.number_of_packets, s->np, h.u.ret.error_count);
+	}
+	if (h.u.ret.start_frame != s->start_frame)
+		bug("RET_SUBMIT seqnum %u: start_frame %d, sent %d", h.seqnum, h.u.ret.start_frame,
+		    s->start_frame);
+	f->cur = h;
+	f->cur_data = dl;
+	f->cur_sub = s;
+	f->skip = dl;
+	f->want = il;
+	f->rx = dl ? RX_DATA : RX_ISO;
+	if (!dl && !il)
+		finish_submit(f);
+}
+
+static void op_reply(struct fz *f)
+{
+	uw_dec d;
+	if (f->expect == EXP_IMPORT) {
+		uint32_t status;
+		uw_usb_device dev;
+		enum uw_dec_status st =
+		    uw_op_rep_import_decode(f->acc, f->acc_len, &status, &dev, &d);
+		if (st == UW_DEC_ERROR)
+			fail_dec("OP_REP_IMPORT", &d);
+		if (st == UW_DEC_MORE) {
+			f->want = f->acc_len + d.len;
+			return;
+		}
+		if ((status == UW_ST_OK) != f->import_ok)
+			bug("import of %s answered with status %u", f->busid, status);
+		if (status != UW_ST_OK) {
+			if (status != UW_ST_NODEV)
+				bug("import of unknown %s: status %u, not ST_NODEV", f->busid,
+				    status);
+			f->rx = RX_EOF_ONLY;
+			return;
+		}
+		if (strcmp(dev.busid, f->busid) != 0 || (dev.busnum << 16 | dev.devnum) != f->devid)
+			bug("import of %s answered with the record of %s", f->busid, dev.busid);
+		f->import_pending = false;
+		f->rx = RX_HDR;
+		f->want = UW_URB_HDR_LEN;
+		f->acc_len = 0;
+		return;
+	}
+	uint32_t ndev;
+	enum uw_dec_status st = uw_op_rep_devlist_frame(f->acc, f->acc_len, &ndev, &d);
+	if (st == UW_DEC_ERROR)
+		fail_dec("OP_REP_DEVLIST", &d);
+	if (st == UW_DEC_MORE) {
+		f->want = f->acc_len + d.len;
+		if (f->want > sizeof f->acc)
+			bug("OP_REP_DEVLIST longer than %zu bytes", sizeof f->acc);
+		return;
+	}
+	if (ndev != NDEV)
+		bug("OP_REP_DEVLIST lists %u devices, not %d", ndev, NDEV);
+	size_t pos = UW_OP_REP_DEVLIST_HDR;
+	for (unsigned i = 0; i < ndev; i++) {
+		uw_usb_device dev;
+		uw_usb_interface ifs[UW_MAX_INTERFACES];
+		char want[16];
+		snprintf(want, sizeof want, "99-%u", i + 1);
+		if (uw_devlist_next(f->acc, f->acc_len, &pos, &dev, ifs, UW_MAX_INTERFACES) !=
+		        UW_OK ||
+		    strcmp(dev.busid, want) != 0)
+			bug("OP_REP_DEVLIST entry %u is not %s", i, want);
+	}
+	f->rx = RX_EOF_ONLY;
+}
+
+/* Takes bytes the server wrote, in the order a client reads them. */
+static void rx_bytes(struct fz *f, const uint8_t *p, size_t n)
+{
+	while (n) {
+		if (f->rx == RX_EOF_ONLY || (f->rx == RX_OP && f->expect == EXP_NOTHING))
+			bug("%zu bytes from the server where none belong", n);
+		if (f->rx == RX_DATA) {
+			size_t k = n < f->skip ? n : f->skip;
+			f->skip -= k;
+			p += k;
+			n -= k;
+			if (!f->skip) {
+				f->rx = RX_ISO;
+				if (!f->want)
+					finish_submit(f);
+			}
+			continue;
+		}
+		size_t k = f->want - f->acc_len;
+		k = k < n ? k : n;
+		memcpy(f->acc + f->acc_len, p, k);
+		f->acc_len += k;
+		p += k;
+		n -= k;
+		if (f->acc_len < f->want)
+			continue;
+		if (f->rx == RX_OP)
+			op_reply(f);
+		else if (f->rx == RX_HDR)
+			urb_header(f);
+		else
+			finish_submit(f);
+	}
+}
+
+/* Reads what the server wrote. Returns true if anything arrived (or the end). */
+static bool client_read(struct fz *f)
+{
+	if (f->cfd < 0 || f->eof)
+		return false;
+	bool any = false;
+	for (;;) {
+		ssize_t k = recv(f->cfd, f->rbuf, sizeof f->rbuf, MSG_DONTWAIT);
+		if (k > 0) {
+			rx_bytes(f, f->rbuf, (size_t)k);
+			any = true;
+			continue;
+		}
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return any;
+		f->eof = f->gone = true; /* the server closed the connection */
+		return true;
+	}
+}
+
+/* ---- Driving the session ------------------------------------------------------------------ */
+
+/* Counts a round with no visible progress but events left: a server that spins. */
+static void check_spin(struct fz *f, bool progress, unsigned *spin)
+{
+	if (progress || !f->busy) {
+		*spin = 0;
+		return;
+	}
+	if (++*spin > SPIN_ROUNDS)
+		bug("the loop keeps handling events but nothing happens (%u rounds)", *spin);
+}
+
+/* Writes the stream in chunks, a loop round after each, reading replies as the mode says. Stops
+ * when everything is written, the server closed, or nothing moves any more (a session that
+ * stopped reading for good: URBs held by the device fill its budget). */
+static void feed(struct fz *f)
+{
+	unsigned quiet = 0, spin = 0;
+	while (f->sent < f->len && !f->gone && quiet < 2) {
+		size_t limit = mirror_limit(f);
+		bool moved = false, blocked = false;
+		if (limit > f->sent) {
+			size_t n = limit - f->sent;
+			if (f->chunk && n > f->chunk)
+				n = f->chunk;
+			ssize_t k =
+			    send(f->cfd, f->stream + f->sent, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (k > 0) {
+				f->sent += (size_t)k;
+				moved = true;
+			} else if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+				blocked = true;
+			} else if (k < 0 && errno != EINTR) {
+				f->gone = true; /* EPIPE, ECONNRESET: the server closed */
+			}
+		} else {
+			blocked = true; /* waiting for a configuration change to be answered */
+		}
+		if (!f->lazy || blocked)
+			moved |= client_read(f);
+		struct sig before = server_sig(f);
+		run_round(f);
+		bool progress = moved || !sig_eq(before, server_sig(f));
+		check_spin(f, progress, &spin);
+		quiet = progress || f->busy ? 0 : quiet + 1;
+	}
+}
+
+/* ---- The second client ------------------------------------------------------------------- */
+
+static void add_conn2(void *arg)
+{
+	struct fz *f = arg;
+	int fd = f->sfd2;
+	f->sfd2 = -1;
+	if (uw_server_add_connection(f->srv, fd) != UW_OK)
+		bug("uw_server_add_connection() of a second client failed");
+}
+
+static void settle(struct fz *f);
+
+/* A second client asks for the device list or imports a device while the first one's session is
+ * in whatever state its stream left it; the answer must agree with the server's counters. */
+static void second_client(struct fz *f, unsigned kind)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+		abort();
+	f->sfd2 = sv[0];
+	f->cfd2 = sv[1];
+	/* The device the first client imported, if any, and whether it is gone. */
+	int mine = f->import_ok ? f->mdev : 0;
+	int target = kind == 3 ? (mine == 0 ? 1 : 0) : mine;
+	bool gone = target == SDEV && (!f->sd || f->sd->gone);
+	uint8_t req[UW_OP_REQ_IMPORT_LEN];
+	size_t n;
+	if (kind == 1) {
+		n = (size_t)uw_op_common_encode(req, sizeof req, UW_OP_REQ_DEVLIST, 0);
+	} else {
+		char busid[16];
+		snprintf(busid, sizeof busid, "99-%d", target + 1);
+		n = (size_t)uw_op_req_import_encode(req, sizeof req, busid);
+	}
+	in_loop(f, add_conn2);
+	struct uw_server_stats before;
+	uw_server_get_stats(f->srv, &before);
+	if (send(f->cfd2, req, n, MSG_NOSIGNAL) != (ssize_t)n)
+		bug("the second client could not send its request");
+	settle(f);
+	uint8_t rep[2048];
+	ssize_t got = recv(f->cfd2, rep, sizeof rep, MSG_DONTWAIT);
+	if (got <= 0)
+		bug("no answer to the second client's %s", kind == 1 ? "OP_REQ_DEVLIST" : "import");
+	uw_dec d;
+	if (kind == 1) {
+		uint32_t ndev;
+		if (uw_op_rep_devlist_frame(rep, (size_t)got, &ndev, &d) != UW_DEC_DONE)
+			fail_dec("second client's OP_REP_DEVLIST", &d);
+		unsigned exported = NDEV - (f->devs[SDEV] ? 0 : 1);
+		if (ndev != exported - before.imported)
+			bug("device list of %u entries with %u devices exported, %u imported", ndev,
+			    exported, before.imported);
+		size_t pos = UW_OP_REP_DEVLIST_HDR;
+		for (unsigned i = 0; i < ndev; i++) {
+			uw_usb_device dev;
+			if (uw_devlist_next(rep, (size_t)got, &pos, &dev, NULL, 0) != UW_OK)
+				bug("device list entry %u cut short", i);
+			char b[16];
+			snprintf(b, sizeof b, "99-%d", mine + 1);
+			if (before.imported && f->import_ok && strcmp(dev.busid, b) == 0)
+				bug("the device list has %s, which is imported", b);
+		}
+		return;
+	}
+	uint32_t status;
+	uw_usb_device dev;
+	if (uw_op_rep_import_decode(rep, (size_t)got, &status, &dev, &d) != UW_DEC_DONE)
+		fail_dec("second client's OP_REP_IMPORT", &d);
+	uint32_t want = gone                                           ? UW_ST_NODEV
+	                : kind == 2 && f->import_ok && before.imported ? UW_ST_DEV_BUSY
+	                                                               : UW_ST_OK;
+	if (status != want)
+		bug("second client's import of 99-%d: status %u, expected %u", target + 1, status,
+		    want);
+}
+
+/* Runs the loop, reading replies, until two rounds in a row change nothing and leave nothing. */
+static void settle(struct fz *f)
+{
+	unsigned quiet = 0, spin = 0;
+	while (quiet < 2) {
+		bool moved = client_read(f);
+		struct sig before = server_sig(f);
+		run_round(f);
+		bool progress = moved || !sig_eq(before, server_sig(f));
+		check_spin(f, progress, &spin);
+		quiet = progress || f->busy ? 0 : quiet + 1;
+	}
+}
+
+/* When the session is still open, every message was sent and framed, and the budgets cannot
+ * have paused it, the server has handled the whole stream; once the loop is idle, whatever is
+ * not answered must be held by the device: nothing by the sink, only URBs scripted to wait by
+ * the scripted device, and never a URB that was unlinked (all these devices complete a cancel
+ * within a round). Every CMD_UNLINK must then have been answered. */
+static void check_complete(struct fz *f, uint8_t cfg)
+{
+	struct uw_server_stats st;
+	uw_server_get_stats(f->srv, &st);
+	if (!f->import_ok || st.sessions != 1 || st.imported != 1 || f->sent != f->len ||
+	    f->mpos != f->len || (cfg & 0x0f) != 0x0f)
+		return;
+	uint64_t mem = 0;
+	for (size_t i = 0; i < f->nsubs; i++)
+		mem += (uint64_t)f->subs[i].len + 4096 + (uint64_t)f->subs[i].np * 64;
+	if (f->nsubs >= 1000 || f->nunls >= 10000 || mem >= (32u << 20))
+		return;
+	for (size_t k = 0; k < f->nunls; k++) {
+		const struct unl *u = &f->unls[k];
+		if (!u->answered)
+			bug("CMD_UNLINK seqnum %u (target %u) never answered", u->seq, u->target);
+		struct sub *t = NULL;
+		for (size_t i = 0; i < f->nsubs && f->subs[i].msg < u->msg; i++)
+			if (f->subs[i].seq == u->target)
+				t = &f->subs[i];
+		if (t)
+			t->unlinked = true;
+	}
+	for (size_t i = 0; i < f->nsubs; i++) {
+		const struct sub *s = &f->subs[i];
+		if (s->answered)
+			continue;
+		bool held = f->mdev == 1 || (f->mdev == SDEV && (s->interval & 3) == 3);
+		if (!held || s->unlinked)
+			bug("CMD_SUBMIT seqnum %u (%s) never answered", s->seq,
+			    s->unlinked ? "unlinked" : "not held by the device");
+	}
+}
+
+static void check_session_over(struct fz *f, const char *how)
+{
+	struct uw_server_stats st;
+	uw_server_get_stats(f->srv, &st);
+	if (st.sessions || st.imported)
+		bug("%s: %u sessions open and %u devices imported after the loop settled", how,
+		    st.sessions, st.imported);
+}
+
+static void add_conn(void *arg)
+{
+	struct fz *f = arg;
+	int fd = f->sfd;
+	f->sfd = -1;
+	if (uw_server_add_connection(f->srv, fd) != UW_OK)
+		bug("uw_server_add_connection() failed");
+}
+
+static void shutdown_done(void *arg)
+{
+	struct fz *f = arg;
+	if (f->sd_done)
+		bug("the shutdown callback ran twice");
+	f->sd_done = true;
+}
+
+static void start_shutdown(void *arg)
+{
+	struct fz *f = arg;
+	uw_server_shutdown(f->srv, 60000, shutdown_done, f);
+}
+
+static const size_t chunks[8] = {0, 1, 3, 8, 40, 48, 100, 512};
+static const unsigned max_urbs[4] = {1, 3, 16, 1024};
+static const size_t max_bytes[4] = {1, 16u << 10, 1u << 20, 64u << 20};
+
+/* The stream: the prelude the mode asks for, then the input. */
+static void build_stream(struct fz *f, unsigned prelude, const uint8_t *data, size_t size)
+{
+	uint8_t pre[UW_OP_REQ_IMPORT_LEN + UW_URB_HDR_LEN];
+	size_t n = 0;
+	if (prelude) {
+		unsigned dev = prelude == 3 ? 2 : 1;
+		char busid[8];
+		snprintf(busid, sizeof busid, "99-%u", dev);
+		if (uw_op_req_import_encode(pre, sizeof pre, busid) != UW_OP_REQ_IMPORT_LEN)
+			abort();
+		n = UW_OP_REQ_IMPORT_LEN;
+		if (prelude >= 2) {
+			uw_urb_hdr h = {.command = UW_CMD_SUBMIT,
+			                .seqnum = PRELUDE_SEQ,
+			                .devid = BUSNUM << 16 | dev,
+			                .direction = UW_DIR_OUT};
+			const uint8_t set_config[UW_SETUP_LEN] = {0x00, 9, 1, 0, 0, 0, 0, 0};
+			memcpy(h.u.submit.setup, set_config, UW_SETUP_LEN);
+			uw_urb_hdr_encode(&h, pre + n);
+			n += UW_URB_HDR_LEN;
+		}
+	}
+	f->len = n + size;
+	f->stream = malloc(f->len ? f->len : 1);
+	if (!f->stream)
+		abort();
+	memcpy(f->stream, pre, n);
+	if (size)
+		memcpy(f->stream + n, data, size);
+}
+
+static void setup(struct fz *f, uint8_t cfg)
+{
+	/* The loop's epoll descriptor will be the lowest free one: see is_epoll_fd(). */
+	int probe = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (probe >= 0)
+		close(probe);
+	f->loop = uw_loop_new();
+	if (!f->loop)
+		abort();
+	f->epfd = probe >= 0 && is_epoll_fd(probe) ? probe : -1;
+	f->log = (uw_logger){.fn = log_line, .level = UW_LOG_DEBUG};
+	f->max_urbs = max_urbs[cfg & 3];
+	f->max_bytes = max_bytes[(cfg >> 2) & 3];
+	struct uw_server_config sc = {.loop = f->loop,
+	                              .log = f->log,
+	                              .handshake_ms = 3600000,
+	                              .max_urbs = f->max_urbs,
+	                              .max_bytes = f->max_bytes};
+	f->srv = uw_server_new(&sc);
+	if (!f->srv)
+		abort();
+	static const char *const specs[2] = {"emu:sink", "emu:serial"};
+	for (unsigned i = 0; i < NDEV; i++) {
+		char busid[8], err[256];
+		snprintf(busid, sizeof busid, "99-%u", i + 1);
+		uw_dev *d;
+		if (i == SDEV) {
+			d = sd_new(f);
+		} else {
+			const char *spec = i == 0 && (cfg & 0x10) ? "emu:sink,pattern=1" : specs[i];
+			if (uw_emu_create(spec, busid, BUSNUM, i + 1, f->loop, &f->log, &d, err,
+			                  sizeof err) != UW_OK)
+				bug("%s: %s", spec, err);
+		}
+		if (uw_server_add_device(f->srv, d) != UW_OK)
+			bug("uw_server_add_device(%s) failed", busid);
+		f->devs[i] = d;
+	}
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+		abort();
+	if (cfg & 0x20) {
+		int small = 4096;
+		setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+		setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+	}
+	f->sfd = sv[0];
+	f->cfd = sv[1];
+	f->cfd2 = f->sfd2 = -1;
+	in_loop(f, add_conn);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 2)
+		return 0;
+	struct fz *f = &g;
+	memset(f, 0, offsetof(struct fz, rbuf));
+	uint8_t mode = data[0], cfg = data[1];
+	f->chunk = chunks[mode & 7];
+	f->lazy = (mode & 0x20) != 0;
+	f->mop = true;
+	f->rx = RX_OP;
+	f->want = UW_OP_COMMON_LEN;
+	build_stream(f, (mode >> 3) & 3, data + 2, size - 2);
+	setup(f, cfg);
+
+	feed(f);
+	settle(f);
+	check_complete(f, cfg);
+	if (cfg >> 6)
+		second_client(f, cfg >> 6);
+	switch (mode >> 6) {
+	case 0:
+		close(f->cfd);
+		f->cfd = -1;
+		if (f->cfd2 >= 0)
+			close(f->cfd2);
+		f->cfd2 = -1;
+		settle(f);
+		check_session_over(f, "client closed");
+		break;
+	case 1:
+		shutdown(f->cfd, SHUT_WR);
+		if (f->cfd2 >= 0)
+			shutdown(f->cfd2, SHUT_WR);
+		settle(f);
+		check_session_over(f, "client half-closed");
+		break;
+	case 2:
+		in_loop(f, start_shutdown);
+		settle(f);
+		if (!f->sd_done)
+			bug("uw_server_shutdown() did not finish");
+		check_session_over(f, "server shut down");
+		break;
+	default:
+		break; /* freed with the session open */
+	}
+	if (getenv("USBWIRE_FUZZ_LOG")) {
+		size_t as = 0, au = 0;
+		for (size_t i = 0; i < f->nsubs; i++)
+			as += f->subs[i].answered;
+		for (size_t i = 0; i < f->nunls; i++)
+			au += f->unls[i].answered;
+		fprintf(stderr,
+		        "fuzz_session: sent %zu of %zu bytes; %zu of %zu CMD_SUBMIT and %zu of %zu "
+		        "CMD_UNLINK answered\n",
+		        f->sent, f->len, as, f->nsubs, au, f->nunls);
+	}
+	uw_server_free(f->srv);
+	uw_loop_free(f->loop);
+	if (f->cfd >= 0)
+		close(f->cfd);
+	if (f->cfd2 >= 0)
+		close(f->cfd2);
+	free(f->stream);
+	free(f->subs);
+	free(f->unls);
+	return 0;
+}
