@@ -59,7 +59,8 @@
  *    the shutdown callback has run.
  * Frames of the stream whose endpoint type depends on a configuration change still in flight
  * (SET_CONFIGURATION, SET_INTERFACE) are held back until that request has been answered, so the
- * mirror frames them with the device's real endpoint table.
+ * mirror frames them with the device's real endpoint table; so is a CMD_UNLINK whose seqnum an
+ * unanswered CMD_UNLINK already has (no client could tell their answers apart).
  * Set USBWIRE_FUZZ_LOG=1 to see the server's log on stderr.
  */
 #ifndef _GNU_SOURCE
@@ -585,6 +586,15 @@ static bool changes_endpoints(const uint8_t setup[UW_SETUP_LEN])
 	return (setup[0] & 0x60) == 0 && (setup[1] == 9 || setup[1] == 11);
 }
 
+/* True if a CMD_UNLINK with this seqnum still awaits its answer. */
+static bool unlink_open(const struct fz *f, uint32_t seq)
+{
+	for (size_t i = 0; i < f->nunls; i++)
+		if (!f->unls[i].answered && f->unls[i].seq == seq)
+			return true;
+	return false;
+}
+
 /* Parses the stream from mpos as far as it can be framed now. Returns how far it may be sent. */
 static size_t mirror_limit(struct fz *f)
 {
@@ -629,6 +639,8 @@ static size_t mirror_limit(struct fz *f)
 		if (be32(p) == UW_CMD_SUBMIT && be32(p + 16) != 0 &&
 		    (f->import_pending || f->sync_pending))
 			return f->mpos; /* framed by an endpoint table that may still change */
+		if (be32(p) == UW_CMD_UNLINK && unlink_open(f, be32(p + 4)))
+			return f->mpos; /* its answer could not be told from the other one's */
 		uw_cmd c;
 		if (uw_cmd_decode(p, n, mirror_ep_type, f, &c, &d) != UW_DEC_DONE ||
 		    c.hdr.devid != f->devid) {
