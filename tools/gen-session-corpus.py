@@ -160,6 +160,14 @@ def seeds():
         submit(1, 3, 2, IN, 8, interval=script(when=3))
     s["second-other"] = mode(teardown=2) + config(second=3) + d3 + \
         submit(1, 3, 1, IN, 8, interval=script(when=3, cancel=1))
+    # Many ISO packets: more parts in one reply than one sendmsg() takes, through small socket
+    # buffers; then freed with that reply still queued.
+    many = [(i * 8, 8) for i in range(300)]
+    s["sink-iso-many"] = mode(prelude=2, lazy=True) + config(small=True) + (
+        control(1, 1, 0x01, 11, 1, 0) + submit(2, 1, 2, IN, 2400, np=300, iso=many) +
+        submit(3, 1, 2, OUT, 2400, bytes(2400), np=300, iso=many))
+    s["free-mid-flight"] = mode(prelude=2, lazy=True, teardown=3) + config(small=True) + (
+        submit(1, 1, 1, IN, 1 << 20) + submit(2, 1, 1, OUT, 4096, bytes(1000)))
     # Big IN transfers read lazily through small socket buffers, with a tight byte budget.
     s["sink-lazy-big"] = mode(prelude=2, lazy=True) + config(mem=1, small=True) + b"".join(
         submit(10 + i, 1, 1, IN, 256 << 10) for i in range(4))
