@@ -811,6 +811,8 @@ const struct uw_emu_kind uw_emu_kinds[] = {
      uw_emu_serial_new},
     {"sink", "emu:sink[,pattern=0|1]", "Gadget Zero source/sink (usbtest, benchmarks)",
      uw_emu_sink_new},
+    {"audio", "emu:audio[,signal=sine|ramp|silence][,input=PATH][,output=PATH]",
+     "USB Audio Class 1 microphone and speaker, 48000 Hz, 2 channels, S16_LE", uw_emu_audio_new},
     {NULL, NULL, NULL, NULL},
 };
 

@@ -184,5 +184,6 @@ int uw_emu_storage_new(const uw_emu_args *a, uw_dev **out);
 int uw_emu_keyboard_new(const uw_emu_args *a, uw_dev **out);
 int uw_emu_serial_new(const uw_emu_args *a, uw_dev **out);
 int uw_emu_sink_new(const uw_emu_args *a, uw_dev **out);
+int uw_emu_audio_new(const uw_emu_args *a, uw_dev **out);
 
 #endif /* UW_EMU_H */

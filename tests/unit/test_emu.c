@@ -149,7 +149,8 @@ static void test_specs(void)
 		const char *spec;
 		const char *err; /* exact message */
 	} rows[] = {
-	    {"emu:foo", "unknown device kind \"foo\" (known: storage, keyboard, serial, sink)"},
+	    {"emu:foo",
+	     "unknown device kind \"foo\" (known: storage, keyboard, serial, sink, audio)"},
 	    {"usb:1-1", "not an emulated device spec \"usb:1-1\" (expected emu:KIND[,OPT...])"},
 	    {"emu:sink,size=1", "emu:sink: unknown option \"size\" (allowed: pattern)"},
 	    {"emu:sink,pattern=2", "emu:sink: pattern must be 0 (zeros) or 1 (mod63), not \"2\""},
