@@ -132,6 +132,7 @@ static int hand_to_kernel(int fd, uint32_t devid, uint32_t *speed, uint32_t *por
 		size_t nfit = uw_vhci_count_fitting(&st, *speed);
 		if (nfree > 64)
 			nfree = 64;
+		uw_vhci_spread(&st, cand, nfree);
 		if (nfree == 0) {
 			uw_vhci_status_fini(&st);
 			if (nfit == 0)

@@ -283,7 +283,10 @@ int uw_vhci_read(const char *root, uw_vhci_status *st, int *sys_errno)
 			free(s.ports);
 			return fail((int)-k, sys_errno);
 		}
+		size_t before = s.n;
 		uw_vhci_parse_status(text, (size_t)k, s.ports, cap, &s.n, &s.skipped);
+		for (size_t i = before; i < s.n; i++)
+			s.ports[i].controller = c;
 		free(text);
 	}
 	*st = s;
@@ -319,6 +322,35 @@ bool uw_vhci_hub_fits(uint8_t hub, uint32_t speed)
 		return speed >= 5;
 	}
 	return false;
+}
+
+static size_t used_on(const uw_vhci_status *st, uint32_t controller)
+{
+	size_t used = 0;
+	for (size_t i = 0; i < st->n; i++)
+		if (st->ports[i].controller == controller && st->ports[i].status != UW_VDEV_NULL)
+			used++;
+	return used;
+}
+
+void uw_vhci_spread(const uw_vhci_status *st, uint32_t *ports, size_t n)
+{
+	/* Insertion sort on the load of each port's controller: stable, n is small. */
+	for (size_t i = 1; i < n; i++) {
+		uint32_t p = ports[i];
+		const uw_vhci_port *vp = uw_vhci_find(st, p);
+		size_t load = vp ? used_on(st, vp->controller) : 0;
+		size_t j = i;
+		while (j > 0) {
+			const uw_vhci_port *vq = uw_vhci_find(st, ports[j - 1]);
+			size_t lq = vq ? used_on(st, vq->controller) : 0;
+			if (lq <= load)
+				break;
+			ports[j] = ports[j - 1];
+			j--;
+		}
+		ports[j] = p;
+	}
 }
 
 size_t uw_vhci_free_ports(const uw_vhci_status *st, uint32_t speed, uint32_t *out, size_t cap)

@@ -59,6 +59,7 @@ typedef struct uw_vhci_port {
 	uint32_t speed;  /* enum uw_speed; 0 when free */
 	uint32_t devid;  /* (busnum << 16) | devnum of the remote device; 0 when free */
 	char local_busid[UW_BUSID_SIZE]; /* the device on the vhci bus, "0-0" when free */
+	uint32_t controller; /* vhci_hcd.N: which status file it came from (uw_vhci_read) */
 } uw_vhci_port;
 
 /* The port table of every controller. */
@@ -115,6 +116,17 @@ bool uw_vhci_hub_fits(uint8_t hub, uint32_t speed);
  * at most cap of them into out. Returns how many there are in total (may exceed cap).
  */
 size_t uw_vhci_free_ports(const uw_vhci_status *st, uint32_t speed, uint32_t *out, size_t cap);
+
+/**
+ * uw_vhci_spread() - reorder ports[0 .. n) (port numbers, e.g. from uw_vhci_free_ports) so that
+ * ports of controllers with fewer ports in use come first; otherwise the order is kept. Each
+ * vhci controller serialises its devices' configuration changes (one bandwidth lock per host
+ * controller): spreading attachments keeps one slow device from holding up the others, and lets
+ * a device that is itself imported through vhci be exported and imported again on this machine
+ * (on the same controller its SET_CONFIGURATION would wait for the lock the importing side
+ * holds: a deadlock).
+ */
+void uw_vhci_spread(const uw_vhci_status *st, uint32_t *ports, size_t n);
 
 /** uw_vhci_count_fitting() - how many ports fit speed (free or not): for error messages. */
 size_t uw_vhci_count_fitting(const uw_vhci_status *st, uint32_t speed);

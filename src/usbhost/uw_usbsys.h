@@ -61,7 +61,8 @@ bool uw_usbsys_busid_valid(const char *busid);
  * and interfaces are not devices here. Returns UW_OK and fills *out (free with
  * uw_usbsys_dev_fini()); UW_E_INVAL for a busid that is not valid; UW_E_NODEV when it is not
  * there (or vanished while being read); UW_E_DESC when a required attribute is malformed.
- * On failure *out is zeroed (uw_usbsys_dev_fini() on it is a no-op). The descriptors are read but validated only by their users (uw_usbsys_devrec()).
+ * On failure *out is zeroed (uw_usbsys_dev_fini() on it is a no-op). The descriptors are read but
+ * validated only by their users (uw_usbsys_devrec()).
  */
 int uw_usbsys_read(const char *root, const char *busid, uw_usbsys_dev *out);
 

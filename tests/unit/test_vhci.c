@@ -249,6 +249,25 @@ static void test_sysfs(void)
 		size_t ss = uw_vhci_free_ports(&st, 5, out, 8);
 		t_ok(ss == 3 && out[0] == 2 && out[1] == 3 && out[2] == 7,
 		     "sysfs: free SS ports 2, 3, 7");
+		/* Each controller has one port in use: equal loads keep the ascending order. */
+		uw_vhci_spread(&st, out, ss);
+		t_ok(out[0] == 2 && out[1] == 3 && out[2] == 7,
+		     "sysfs: spread keeps order on equal load");
+		const uw_vhci_port *p1 = uw_vhci_find(&st, 1), *p4 = uw_vhci_find(&st, 4);
+		t_ok(p1 && p4 && p1->controller == 0 && p4->controller == 1,
+		     "sysfs: ports know their controller (status file)");
+		/* Free controller 1's port: its ports now come before controller 0's. */
+		for (size_t i = 0; i < st.n; i++)
+			if (st.ports[i].port == 6)
+				st.ports[i].status = UW_VDEV_NULL;
+		hs = uw_vhci_free_ports(&st, 3, out, 8);
+		uw_vhci_spread(&st, out, hs);
+		t_ok(hs == 3 && out[0] == 4 && out[1] == 5 && out[2] == 1,
+		     "sysfs: spread puts the idle controller's ports first (%u %u %u)", out[0],
+		     out[1], out[2]);
+		for (size_t i = 0; i < st.n; i++)
+			if (st.ports[i].port == 6)
+				st.ports[i].status = 6;
 		const uw_vhci_port *p = uw_vhci_find(&st, 6);
 		t_ok(p && p->devid == 0x00630001 && !strcmp(p->local_busid, "7-1"),
 		     "sysfs: port 6 on controller 1 holds devid 0x00630001 as 7-1");
