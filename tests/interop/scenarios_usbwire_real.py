@@ -798,7 +798,22 @@ def usbwire_real_iso_capture(ctx):
     srv.wait_log(f"export {mic}: usb:{mic}")
     cap = Capture(srv.host_port, ctx.artifacts / "capture-usbwire.pcapng")
     cap.start()
-    again = devs.attach_device(ctx, g, mic, AUDIO_EMU_VIDPID)
+    # usbwire attach, not the stock tool: it puts the second copy on another vhci controller
+    # (the stock tool takes the first free port, the same controller as the first copy, where
+    # the two SET_CONFIGURATIONs wait for each other's HCD lock).
+    before = set(devs.vhci_devices(g))
+    g.check(f"{guest_usbwire(ctx, g)} attach -r 10.0.2.100 -b {mic}", timeout=60)
+    deadline = time.monotonic() + 60
+    while True:
+        new = {b: v for b, v in devs.vhci_devices(g).items() if b not in before}
+        if new or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(new) == 1 and list(new.values())[0] == AUDIO_EMU_VIDPID, \
+        f"the second import did not enumerate as one {AUDIO_EMU_VIDPID}: {new}"
+    again = next(iter(new))
+    assert again.split("-")[0] != mic.split("-")[0], \
+        f"both copies on one vhci bus ({mic}, {again})"
     capture_ramp(ctx, g, again, "the same through usbwire/libusb")
     devs.detach_device(g, mic, again)
     srv.wait_log(f"released {mic}")
