@@ -61,7 +61,10 @@ static void serve_usage(FILE *f)
 	    "                            127.0.0.1:3241, [::1]:3240, :3241\n"
 	    "  -e, --export SPEC         export a device (repeatable):\n");
 	for (const struct uw_emu_kind *k = uw_emu_kinds; k->kind; k++)
-		fprintf(f, "                              %-34s %s\n", k->usage, k->help);
+		if (strlen(k->usage) > 34) /* too long for the column: help on its own line */
+			fprintf(f, "                              %s\n%65s%s\n", k->usage, "", k->help);
+		else
+			fprintf(f, "                              %-34s %s\n", k->usage, k->help);
 	fprintf(f, "                              %-34s %s\n", "usb:BUSID",
 	        "the local USB device there (usbwire list -l), whenever present");
 	fprintf(f, "                              %-34s %s\n", "usb:VID:PID[:SERIAL]",
