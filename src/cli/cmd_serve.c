@@ -62,7 +62,8 @@ static void serve_usage(FILE *f)
 	    "  -e, --export SPEC         export a device (repeatable):\n");
 	for (const struct uw_emu_kind *k = uw_emu_kinds; k->kind; k++)
 		if (strlen(k->usage) > 34) /* too long for the column: help on its own line */
-			fprintf(f, "                              %s\n%65s%s\n", k->usage, "", k->help);
+			fprintf(f, "                              %s\n%65s%s\n", k->usage, "",
+			        k->help);
 		else
 			fprintf(f, "                              %-34s %s\n", k->usage, k->help);
 	fprintf(f, "                              %-34s %s\n", "usb:BUSID",
