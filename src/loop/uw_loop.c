@@ -64,6 +64,7 @@ struct uw_loop {
 	atomic_bool stop;    /* set from any thread */
 	pthread_mutex_t post_lock;
 	uw_loop_task *post_head, *post_tail;
+	atomic_uint_fast64_t dispatched; /* fd callbacks run */
 };
 
 static uint64_t mono_ms(void)
@@ -269,6 +270,11 @@ bool uw_loop_in_thread(const uw_loop *l)
 	return l->running && pthread_equal(l->thread, pthread_self());
 }
 
+uint64_t uw_loop_dispatched(uw_loop *l)
+{
+	return (uint64_t)atomic_load_explicit(&l->dispatched, memory_order_relaxed);
+}
+
 uint64_t uw_loop_now_ms(uw_loop *l)
 {
 	return l->now;
@@ -349,6 +355,7 @@ int uw_loop_run(uw_loop *l)
 			if (evs[i].events & (EPOLLERR | EPOLLHUP))
 				e |= UW_EV_ERR;
 			struct watch w = l->watches[fd];
+			atomic_fetch_add_explicit(&l->dispatched, 1, memory_order_relaxed);
 			w.fn(w.arg, e);
 		}
 		run_timers(l);

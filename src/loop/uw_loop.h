@@ -68,6 +68,9 @@ int uw_loop_run(uw_loop *l);
 void uw_loop_stop(uw_loop *l);
 /** uw_loop_in_thread() - true when called on the thread running uw_loop_run(). */
 bool uw_loop_in_thread(const uw_loop *l);
+/** uw_loop_dispatched() - how many fd callbacks have run (any thread; for tests and
+ * diagnostics: a busy loop shows as a count that races ahead). */
+uint64_t uw_loop_dispatched(uw_loop *l);
 /** uw_loop_now_ms() - monotonic milliseconds (cached per dispatch round). */
 uint64_t uw_loop_now_ms(uw_loop *l);
 

@@ -138,7 +138,8 @@ struct session {
 	bool want_out;
 	bool paused;
 	bool close_after_flush;
-	int depth; /* > 0 while a callback of ours is on the stack */
+	bool peer_hup; /* draining, the client half-closed: no longer watched for that */
+	int depth;     /* > 0 while a callback of ours is on the stack */
 
 	pthread_mutex_t cq_lock;
 	struct urb_ctx *cq_head, *cq_tail;
@@ -284,7 +285,7 @@ static void session_watch(struct session *s)
 	uint32_t ev = 0;
 	if (!s->paused && (s->st == S_OP || s->st == S_URB) && !s->close_after_flush)
 		ev |= UW_EV_IN;
-	else
+	else if (!s->peer_hup)
 		ev |= UW_EV_HUP; /* not reading, but a peer that goes away must still be noticed */
 	if (s->want_out)
 		ev |= UW_EV_OUT;
@@ -1131,6 +1132,17 @@ static void on_session_io(void *arg, uint32_t events)
 	 * (URBs in the device are cancelled; nobody is left to read their replies). */
 	if ((events & (UW_EV_HUP | UW_EV_ERR)) && (s->paused || s->close_after_flush))
 		session_end(s, "client closed the connection");
+	/* Draining (device gone) reads nothing: a half-close is noted once rather than reported
+	 * again and again (level-triggered) until the last URB finishes; its replies still go
+	 * out. A reset or full hang-up leaves nobody to read them. */
+	if (s->st == S_DRAIN && (events & (UW_EV_HUP | UW_EV_ERR))) {
+		if (events & UW_EV_ERR) {
+			session_end(s, "client closed the connection");
+		} else if (!s->peer_hup) {
+			s->peer_hup = true;
+			session_watch(s);
+		}
+	}
 	if ((events & UW_EV_OUT) && s->st != S_DEAD)
 		session_flush(s);
 	if ((events & (UW_EV_IN | UW_EV_ERR)) && s->st != S_DEAD)

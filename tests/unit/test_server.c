@@ -809,6 +809,49 @@ static void test_uclient(void)
 	     "uclient: closing completes the pending request with -ESHUTDOWN");
 }
 
+/* The device goes away while a URB is in it and the client half-closes: the draining session
+ * must not be woken for that hang-up again and again (it spun until the URB finished), and the
+ * URB's reply must still reach the client before the connection closes. Last: td stays gone. */
+static void notify_gone(void *arg)
+{
+	(void)arg;
+	td.dev.notify(&td.dev, UW_DEV_EV_GONE);
+}
+
+static void test_drain_half_close(void)
+{
+	uint32_t st;
+	int fd = import_when_released(&st);
+	if (!t_ok(fd >= 0, "drain: imported"))
+		return;
+	int base = td.submits;
+	submit(fd, 900, 1, UW_DIR_IN, 16, NULL, NULL, 0, NULL); /* ep 1 IN: held by the device */
+	for (int i = 0; i < 2000 && td.submits == base; i++) {
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	on_loop(notify_gone, NULL);
+	shutdown(fd, SHUT_WR);
+	struct timespec settle = {0, 50 * 1000000};
+	nanosleep(&settle, NULL);
+	uint64_t before = uw_loop_dispatched(loop);
+	struct timespec wait = {0, 200 * 1000000};
+	nanosleep(&wait, NULL);
+	uint64_t woken = uw_loop_dispatched(loop) - before;
+	t_ok(woken < 20,
+	     "drain: a half-closed client does not keep the loop busy (%llu wake-ups "
+	     "in 200 ms)",
+	     (unsigned long long)woken);
+	on_loop(release_held, NULL);
+	struct reply r;
+	uint8_t p[16];
+	bool got = read_reply(fd, &r) == 0 && r.seq == 900 && r.status == 0 && r.actual == 16 &&
+	           recv_all(fd, p, 16) == 0;
+	t_ok(got, "drain: the held URB's reply still arrives after the half-close");
+	t_ok(sees_eof(fd), "drain: then the server closes the connection");
+	close(fd);
+}
+
 int main(void)
 {
 	loop = uw_loop_new();
@@ -840,6 +883,7 @@ int main(void)
 	test_backpressure();
 	test_unread_replies();
 	test_uclient();
+	test_drain_half_close();
 
 	uw_loop_stop(loop);
 	pthread_join(loop_thread, NULL);
