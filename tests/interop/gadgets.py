@@ -258,6 +258,26 @@ def detach(guest, busid=None):
             guest.check(f"usbip detach -p {port}")
 
 
+# A block device whose USB device hangs off vhci_hcd has appeared, with a size.
+DISK_WAIT = ("for d in /sys/block/sd*; do case $(readlink -f $d) in *vhci_hcd*) "
+             "[ \"$(cat $d/size)\" -gt 0 ] && [ -b /dev/${d##*/} ] && exit 0;; esac; done; false")
+
+
+def attach_disk(guest, busid):
+    """Attaches busid (a mass-storage device) through the relay; returns its /dev/sdX once the
+    disk is usable. Exactly one vhci disk may exist."""
+    attach(guest, busid)
+    guest.wait_for(DISK_WAIT, timeout=90, what=f"the vhci block device of {busid}")
+    disks = vhci_block_devices(guest)
+    assert len(disks) == 1, f"expected one vhci disk, found {disks}"
+    return f"/dev/{disks[0]}"
+
+
+def detach_disk(guest, busid, dev):
+    detach(guest, busid)
+    guest.wait_for(f"[ ! -e {dev} ]", timeout=60, what=f"{dev} to go away after detach")
+
+
 def vhci_block_devices(guest):
     """Names of the block devices (sdX) whose USB device hangs off vhci_hcd."""
     out = guest.run("for d in /sys/block/sd*; do [ -e \"$d\" ] || continue; "

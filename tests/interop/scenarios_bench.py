@@ -9,7 +9,6 @@ import time
 
 import gadgets
 from registry import scenario
-from scenarios_usbwire_storage import attach_disk, detach_disk
 from uwserver import start_server
 
 MIB = 32
@@ -47,9 +46,9 @@ def bench_storage_vs_kernel(ctx):
         f.truncate(64 << 20)
     srv = start_server(ctx, [f"emu:storage,file={img}"])
     g.set_relay_target(srv.port)
-    dev = attach_disk(ctx, g, "99-1")
+    dev = gadgets.attach_disk(g, "99-1")
     uw_r, uw_w = read_rate(ctx, g, dev), write_rate(ctx, g, dev)
-    detach_disk(g, "99-1", dev)
+    gadgets.detach_disk(g, "99-1", dev)
     # The kernel: a configfs mass-storage gadget on dummy_hcd, exported by usbip-host and
     # imported back through the same relay (guest vhci -> relay -> hostfwd -> guest usbipd).
     g.check("dd if=/dev/zero of=/tmp/bench-k.img bs=1M count=64 2>/dev/null")
@@ -61,9 +60,9 @@ def bench_storage_vs_kernel(ctx):
     gadgets.bind(g, gadget.busid)
     ctx.defer(gadgets.unbind, g, gadget.busid)
     g.set_relay_target(g.usbipd_port)
-    dev = attach_disk(ctx, g, gadget.busid)
+    dev = gadgets.attach_disk(g, gadget.busid)
     k_r, k_w = read_rate(ctx, g, dev), write_rate(ctx, g, dev)
-    detach_disk(g, gadget.busid, dev)
+    gadgets.detach_disk(g, gadget.busid, dev)
     ctx.log(f"storage through guest vhci, {MIB} MiB O_DIRECT, best of 3:")
     ctx.log(f"  read : usbwire {uw_r:6.1f} MiB/s  kernel stub {k_r:6.1f} MiB/s  "
             f"ratio {uw_r / k_r:.2f}")

@@ -15,8 +15,6 @@ from registry import scenario
 from uwserver import ServerError, UsbwireServer, kernel_usbip_errors, kmsg_marker, start_server
 
 GUEST_UW = "/usr/local/bin/usbwire"
-DISK_WAIT = ("for d in /sys/block/sd*; do case $(readlink -f $d) in *vhci_hcd*) "
-             "[ \"$(cat $d/size)\" -gt 0 ] && [ -b /dev/${d##*/} ] && exit 0;; esac; done; false")
 NO_DISK = ("for d in /sys/block/sd*; do case $(readlink -f $d) in *vhci_hcd*) exit 1;; esac; "
            "done; true")
 
@@ -27,7 +25,7 @@ def install(ctx, g):
 
 
 def vhci_disk(g, timeout=90):
-    g.wait_for(DISK_WAIT, timeout=timeout, what="a vhci block device")
+    g.wait_for(gadgets.DISK_WAIT, timeout=timeout, what="a vhci block device")
     disks = gadgets.vhci_block_devices(g)
     assert len(disks) == 1, f"expected one vhci disk, found {disks}"
     return f"/dev/{disks[0]}"

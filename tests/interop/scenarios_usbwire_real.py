@@ -125,28 +125,13 @@ def usbwire_list_local(ctx, g):
     return {d["busid"]: d for d in json.loads(out)["devices"]}
 
 
-DISK_WAIT = ("for d in /sys/block/sd*; do case $(readlink -f $d) in *vhci_hcd*) "
-             "[ \"$(cat $d/size)\" -gt 0 ] && [ -b /dev/${d##*/} ] && exit 0;; esac; done; false")
 MNT = "/tmp/uw-real-mnt"
-
-
-def attach_disk(g, busid):
-    gadgets.attach(g, busid)
-    g.wait_for(DISK_WAIT, timeout=90, what=f"the vhci block device of {busid}")
-    disks = gadgets.vhci_block_devices(g)
-    assert len(disks) == 1, f"expected one vhci disk, found {disks}"
-    return f"/dev/{disks[0]}"
-
-
-def detach_disk(g, busid, dev):
-    gadgets.detach(g, busid)
-    g.wait_for(f"[ ! -e {dev} ]", timeout=60, what=f"{dev} to go away after detach")
 
 
 def storage_roundtrip(ctx, g, busid, label, mib=16):
     """mke2fs, a file of random data written and read back through a re-attach. Returns
     (write MiB/s, read MiB/s)."""
-    dev = attach_disk(g, busid)
+    dev = gadgets.attach_disk(g, busid)
     g.check(f"mke2fs -q -F {dev}", timeout=300)
     g.check(f"mkdir -p {MNT} && mount -t ext2 {dev} {MNT}")
     g.check(f"dd if=/dev/urandom of=/tmp/uw-real-rand bs=1M count={mib} 2>/dev/null", timeout=120)
@@ -154,14 +139,14 @@ def storage_roundtrip(ctx, g, busid, label, mib=16):
     t0 = time.monotonic()
     g.check(f"cp /tmp/uw-real-rand {MNT}/rand && sync && umount {MNT}", timeout=600)
     t_w = time.monotonic() - t0
-    detach_disk(g, busid, dev)
-    dev = attach_disk(g, busid)
+    gadgets.detach_disk(g, busid, dev)
+    dev = gadgets.attach_disk(g, busid)
     g.check(f"mount -t ext2 -o ro {dev} {MNT}")
     t0 = time.monotonic()
     got = g.check(f"sha256sum {MNT}/rand", timeout=600).split()[0]
     t_r = time.monotonic() - t0
     g.check(f"umount {MNT}")
-    detach_disk(g, busid, dev)
+    gadgets.detach_disk(g, busid, dev)
     g.run("rm -f /tmp/uw-real-rand")
     assert got == want, f"{label}: file reads back {got}, want {want}"
     ctx.log(f"{label}: {mib} MiB file written ({mib / t_w:.1f} MiB/s incl. sync), "
@@ -193,10 +178,10 @@ def usbwire_real_storage(ctx):
     srv.wait_log(f"export {gadget.busid}")
     storage_roundtrip(ctx, g, gadget.busid, "usbwire")
     # While imported the device is the server's (usbfs); afterwards the kernel has it back.
-    dev = attach_disk(g, gadget.busid)
+    dev = gadgets.attach_disk(g, gadget.busid)
     d = usbwire_list_local(ctx, g)[gadget.busid]
     assert d["state"] == "in-use" and "usbfs" in d["drivers"], f"during a session: {d}"
-    detach_disk(g, gadget.busid, dev)
+    gadgets.detach_disk(g, gadget.busid, dev)
     srv.wait_log(f"released {gadget.busid}", count=3)
     g.wait_for(f"[ -e /sys/bus/usb/drivers/usb-storage/{gadget.busid}:1.0 ]", timeout=30,
                what="usb-storage to get the gadget back after the session")
@@ -443,22 +428,22 @@ def usbwire_real_storage_vs_kernel(ctx):
     srv = serve(ctx, g, [f"usb:{gadget.busid}"])
     srv.wait_log(f"export {gadget.busid}")
     uw = storage_roundtrip(ctx, g, gadget.busid, "usbwire   ")
-    dev = attach_disk(g, gadget.busid)
+    dev = gadgets.attach_disk(g, gadget.busid)
     t0 = time.monotonic()
     h1 = g.check(f"dd if={dev} bs=1M iflag=direct 2>/dev/null | sha256sum", timeout=600).split()[0]
     uw_raw = 64 / (time.monotonic() - t0)
-    detach_disk(g, gadget.busid, dev)
+    gadgets.detach_disk(g, gadget.busid, dev)
     srv.stop()
     g.set_relay_target(g.usbipd_port)
     ctx.defer(gadgets.stop_usbipd, g)
     gadgets.start_usbipd(g)
     gadgets.bind(g, gadget.busid)
     ctx.defer(gadgets.unbind, g, gadget.busid)
-    dev = attach_disk(g, gadget.busid)
+    dev = gadgets.attach_disk(g, gadget.busid)
     t0 = time.monotonic()
     h2 = g.check(f"dd if={dev} bs=1M iflag=direct 2>/dev/null | sha256sum", timeout=600).split()[0]
     kn_raw = 64 / (time.monotonic() - t0)
-    detach_disk(g, gadget.busid, dev)
+    gadgets.detach_disk(g, gadget.busid, dev)
     kn = storage_roundtrip(ctx, g, gadget.busid, "usbip-host")
     assert h1 == h2, f"the raw disk reads {h1} through usbwire, {h2} through usbip-host"
     ctx.log(f"benchmark storage: raw 64 MiB read usbwire {uw_raw:.1f} MiB/s, usbip-host "
@@ -492,7 +477,7 @@ def usbwire_real_hotplug(ctx):
     gadget = gadgets.mass_storage(g, img, name="uwhp", pid=0x0150, ro=True)
     current.append(gadget)
     srv.wait_log(f"export {gadget.busid}: usb:1d6b:0150 ({gadget.busid})")
-    dev = attach_disk(g, gadget.busid)
+    dev = gadgets.attach_disk(g, gadget.busid)
     assert f"export 5-" not in srv.log() and "export 6-" not in srv.log(), \
         f"the vhci copy of the device was exported by the id rule:\n{srv.tail()}"
     g.spawn(f"exec dd if={dev} of=/dev/null bs=1M iflag=direct", "/tmp/uw-hp-dd.log")
@@ -514,11 +499,11 @@ def usbwire_real_hotplug(ctx):
     gadget = gadgets.mass_storage(g, img, name="uwhp", pid=0x0150, ro=True)
     current.append(gadget)
     srv.wait_log(f"export {gadget.busid}: usb:1d6b:0150", count=2)
-    dev = attach_disk(g, gadget.busid)
+    dev = gadgets.attach_disk(g, gadget.busid)
     got = g.check(f"dd if={dev} bs=1M iflag=direct 2>/dev/null | sha256sum",
                   timeout=600).split()[0]
     assert got == want, f"after re-plug the disk reads {got}, want {want}"
-    detach_disk(g, gadget.busid, dev)
+    gadgets.detach_disk(g, gadget.busid, dev)
     # Unplug at once, while the server resets the device after the session: the reset then
     # fails (device gone) before the uevent arrives. That race once crashed the server.
     gadget.remove()

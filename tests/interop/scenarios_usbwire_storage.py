@@ -13,24 +13,8 @@ from registry import scenario
 from uwserver import kernel_usbip_errors, kmsg_marker, start_server
 
 MNT = "/tmp/uw-mnt"
-DISK_WAIT = ("for d in /sys/block/sd*; do case $(readlink -f $d) in *vhci_hcd*) "
-             "[ \"$(cat $d/size)\" -gt 0 ] && [ -b /dev/${d##*/} ] && exit 0;; esac; done; false")
 
 
-def attach_disk(ctx, g, busid):
-    gadgets.attach(g, busid)
-    g.wait_for(DISK_WAIT, timeout=90, what=f"the block device of {busid}")
-    disks = gadgets.vhci_block_devices(g)
-    assert len(disks) == 1, f"expected one vhci disk, found {disks}"
-    return f"/dev/{disks[0]}"
-
-
-def detach_disk(g, busid, dev):
-    gadgets.detach(g, busid)
-    g.wait_for(f"[ ! -e {dev} ]", timeout=60, what=f"{dev} to go away after detach")
-
-
-@scenario("usbwire_storage_vhci")
 def usbwire_storage_vhci(ctx):
     """emu:storage through guest vhci: ext2, 64 MiB of random data, re-attach, checksums, image"""
     g = ctx.guest
@@ -50,7 +34,7 @@ def usbwire_storage_vhci(ctx):
 
     g.set_relay_target(srv.port)
     ctx.defer(gadgets.detach, g)
-    dev = attach_disk(ctx, g, "99-1")
+    dev = gadgets.attach_disk(g, "99-1")
     size = int(g.check(f"cat /sys/block/{dev[5:]}/size")) * 512
     assert size == 256 << 20, f"{dev} has {size} bytes, want 256 MiB"
     ro = g.check(f"cat /sys/block/{dev[5:]}/ro").strip()
@@ -71,14 +55,14 @@ def usbwire_storage_vhci(ctx):
             f"({64 / t_write:.1f} MiB/s incl. sync)")
     raw_guest = g.check(f"dd if={dev} bs=1M iflag=direct 2>/dev/null | sha256sum",
                         timeout=600).split()[0]
-    detach_disk(g, "99-1", dev)
+    gadgets.detach_disk(g, "99-1", dev)
 
     # The image on the host holds exactly what the guest saw on the device.
     raw_host = hashlib.sha256(img.read_bytes()).hexdigest()
     assert raw_host == raw_guest, f"image {raw_host} != device as the guest read it {raw_guest}"
 
     # Re-attach: the file system and the file are still there.
-    dev = attach_disk(ctx, g, "99-1")
+    dev = gadgets.attach_disk(g, "99-1")
     g.check(f"mount -t ext2 -o ro {dev} {MNT}")
     t0 = time.monotonic()
     got = g.check(f"sha256sum {MNT}/rand", timeout=600).split()[0]
@@ -86,7 +70,7 @@ def usbwire_storage_vhci(ctx):
     assert got == want, f"after re-attach the file reads {got}, want {want}"
     ctx.log(f"re-attached: the 64 MiB file matches ({64 / t_read:.1f} MiB/s read)")
     g.check(f"umount {MNT}")
-    detach_disk(g, "99-1", dev)
+    gadgets.detach_disk(g, "99-1", dev)
 
     # And the host can read the same file out of the image without the guest.
     if subprocess.run(["which", "debugfs"], capture_output=True).returncode == 0:
@@ -123,21 +107,21 @@ def usbwire_detach_mid_transfer(ctx):
     marker = kmsg_marker(g, "stress")
     t0 = time.monotonic()
     for i in range(n):
-        dev = attach_disk(ctx, g, "99-1")
+        dev = gadgets.attach_disk(g, "99-1")
         # A large direct read in the background; detach while it runs.
         g.spawn(f"exec dd if={dev} of=/dev/null bs=1M iflag=direct", "/tmp/uw-dd.log")
         g.run("sleep 0.3")
-        detach_disk(g, "99-1", dev)
+        gadgets.detach_disk(g, "99-1", dev)
         g.run("killall dd 2>/dev/null; true")
         assert srv.alive(), f"server died in iteration {i}:\n{srv.tail()}"
         if (i + 1) % 10 == 0:
             ctx.log(f"{i + 1}/{n} detaches mid-transfer ({time.monotonic() - t0:.0f} s)")
     # Still serving: a fresh import reads the whole image correctly.
-    dev = attach_disk(ctx, g, "99-1")
+    dev = gadgets.attach_disk(g, "99-1")
     got = g.check(f"dd if={dev} bs=1M iflag=direct 2>/dev/null | sha256sum",
                   timeout=300).split()[0]
     assert got == want, f"after {n} interrupted sessions the disk reads {got}, want {want}"
-    detach_disk(g, "99-1", dev)
+    gadgets.detach_disk(g, "99-1", dev)
     errors = kernel_usbip_errors(g, marker)
     assert not errors, "guest kernel logged usbip errors:\n" + "\n".join(errors[:20])
     log = srv.log()
@@ -157,7 +141,7 @@ def demo_vhci_uses_devices(ctx):
     g.set_relay_target(int(port))
     ctx.defer(gadgets.detach, g)
     print("# guest: usbip attach -r <host> -b 99-1 (emulated storage)", flush=True)
-    dev = attach_disk(ctx, g, "99-1")
+    dev = gadgets.attach_disk(g, "99-1")
     print(f"# guest: {dev} appeared; making an ext2 file system and writing a file", flush=True)
     g.check(f"mke2fs -q -F {dev}", timeout=180)
     g.check(f"mkdir -p {MNT} && mount -t ext2 {dev} {MNT}")
@@ -166,7 +150,7 @@ def demo_vhci_uses_devices(ctx):
     print("# guest: " + g.check(f"cat {MNT}/hello.txt").strip(), flush=True)
     print("# guest: " + g.check(f"df -h {MNT} | tail -1").strip(), flush=True)
     g.check(f"umount {MNT}")
-    detach_disk(g, "99-1", dev)
+    gadgets.detach_disk(g, "99-1", dev)
     print("# guest: detached 99-1; attaching 99-3 (CDC-ACM serial, loopback)", flush=True)
     gadgets.attach(g, "99-3")
     g.wait_for("[ -c /dev/ttyACM0 ]", timeout=60, what="/dev/ttyACM0")
