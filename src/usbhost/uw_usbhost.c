@@ -160,17 +160,28 @@ static void dev_unlink(struct hdev **head, struct hdev *hd)
 	hd->next = hd->prev = NULL;
 }
 
+/* Bitmaps of 256 interface numbers. */
+static bool bit_get(const uint8_t m[32], unsigned i)
+{
+	return m[i / 8] & (1u << (i % 8));
+}
+
+static void bit_set(uint8_t m[32], unsigned i, bool on)
+{
+	if (on)
+		m[i / 8] |= (uint8_t)(1u << (i % 8));
+	else
+		m[i / 8] &= (uint8_t) ~(1u << (i % 8));
+}
+
 static bool claimed(const struct hdev *hd, unsigned i)
 {
-	return hd->claimed[i / 8] & (1u << (i % 8));
+	return bit_get(hd->claimed, i);
 }
 
 static void set_claimed(struct hdev *hd, unsigned i, bool on)
 {
-	if (on)
-		hd->claimed[i / 8] |= (uint8_t)(1u << (i % 8));
-	else
-		hd->claimed[i / 8] &= (uint8_t) ~(1u << (i % 8));
+	bit_set(hd->claimed, i, on);
 }
 
 /* ---- Translations ---------------------------------------------------------------------------- */
@@ -362,18 +373,19 @@ static const uint8_t *active_config(const struct hdev *hd, size_t *len)
 	return cfg;
 }
 
-/* Interface numbers of configuration cfg (altsetting 0 descriptors), as a bitmap. */
-static void config_ifaces(const uint8_t *cfg, size_t len, uint8_t bits[32])
+/* Interface numbers of the active configuration, as a bitmap. */
+static void active_ifaces(const struct hdev *hd, uint8_t bits[32])
 {
 	memset(bits, 0, 32);
+	size_t len = 0;
+	const uint8_t *cfg = active_config(hd, &len);
 	uw_config_iter it;
 	uw_desc_item item;
 	if (!cfg || uw_config_iter_init(&it, cfg, len, NULL) != UW_OK)
 		return;
 	while (uw_config_iter_next(&it, &item) == 1)
 		if (item.kind == UW_DK_INTERFACE)
-			bits[item.u.intf.interface_number / 8] |=
-			    (uint8_t)(1u << (item.u.intf.interface_number % 8));
+			bit_set(bits, item.u.intf.interface_number, true);
 }
 
 static void rebuild_eps(struct hdev *hd)
@@ -400,12 +412,10 @@ static void release_all(struct hdev *hd)
 /* Detaches kernel drivers from, and claims, every interface of the active configuration. */
 static int claim_all(struct hdev *hd)
 {
-	size_t len = 0;
-	const uint8_t *cfg = active_config(hd, &len);
 	uint8_t bits[32];
-	config_ifaces(cfg, len, bits);
+	active_ifaces(hd, bits);
 	for (unsigned i = 0; i < 256; i++) {
-		if (!(bits[i / 8] & (1u << (i % 8))))
+		if (!bit_get(bits, i))
 			continue;
 		int r = libusb_detach_kernel_driver(hd->uh, (int)i);
 		if (r != LIBUSB_SUCCESS && r != LIBUSB_ERROR_NOT_FOUND)
@@ -426,12 +436,10 @@ static int claim_all(struct hdev *hd)
 /* Lets the kernel's drivers have the interfaces again (what was bound before the import). */
 static void reattach_all(struct hdev *hd)
 {
-	size_t len = 0;
-	const uint8_t *cfg = active_config(hd, &len);
 	uint8_t bits[32];
-	config_ifaces(cfg, len, bits);
+	active_ifaces(hd, bits);
 	for (unsigned i = 0; i < 256; i++)
-		if (bits[i / 8] & (1u << (i % 8)))
+		if (bit_get(bits, i))
 			libusb_attach_kernel_driver(hd->uh, (int)i);
 }
 
@@ -903,12 +911,10 @@ static int hd_import(uw_dev *d)
 	hd->open = true;
 	hd->config = hd->sys.config_value;
 	uw_alt_sel_reset(&hd->alt);
-	size_t len = 0;
-	const uint8_t *cfg = active_config(hd, &len);
 	uint8_t bits[32];
-	config_ifaces(cfg, len, bits);
+	active_ifaces(hd, bits);
 	for (unsigned i = 0; i < 256; i++) {
-		if (!(bits[i / 8] & (1u << (i % 8))))
+		if (!bit_get(bits, i))
 			continue;
 		int alt = uw_usbsys_alt(h->sysfs, hd->sys.busid, hd->config, (uint8_t)i);
 		if (alt > 0)
