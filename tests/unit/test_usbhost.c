@@ -7,6 +7,7 @@
  * itself on a fake tree (devices exported through the add callback with the right records).
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <libusb.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -42,37 +43,34 @@ static void puts_(const char *rel, const char *text)
 	put(rel, text, strlen(text));
 }
 
+/* One attribute file busid/name. */
+__attribute__((format(printf, 3, 4))) static void attr(const char *busid, const char *name,
+                                                       const char *fmt, ...)
+{
+	char rel[128], val[128];
+	snprintf(rel, sizeof rel, "%s/%s", busid, name);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(val, sizeof val, fmt, ap);
+	va_end(ap);
+	puts_(rel, val);
+}
+
 /* A device directory with the attributes the kernel writes. */
 static void mkdev(const char *busid, unsigned bus, unsigned dev, const char *vid, const char *pid,
                   const char *cls, const char *speed, const char *cfgval, const char *desc_hex)
 {
-	char rel[128], val[64];
+	attr(busid, "busnum", "%u\n", bus);
+	attr(busid, "devnum", "%u\n", dev);
+	attr(busid, "idVendor", "%s\n", vid);
+	attr(busid, "idProduct", "%s\n", pid);
+	attr(busid, "bDeviceClass", "%s\n", cls);
+	attr(busid, "speed", "%s\n", speed);
+	attr(busid, "bConfigurationValue", "%s\n", cfgval);
+	attr(busid, "bNumConfigurations", "1\n");
+	attr(busid, "bcdDevice", "0104\n");
+	char rel[128];
 	uint8_t desc[512];
-	snprintf(rel, sizeof rel, "%s/busnum", busid);
-	snprintf(val, sizeof val, "%u\n", bus);
-	puts_(rel, val);
-	snprintf(rel, sizeof rel, "%s/devnum", busid);
-	snprintf(val, sizeof val, "%u\n", dev);
-	puts_(rel, val);
-	snprintf(rel, sizeof rel, "%s/idVendor", busid);
-	snprintf(val, sizeof val, "%s\n", vid);
-	puts_(rel, val);
-	snprintf(rel, sizeof rel, "%s/idProduct", busid);
-	snprintf(val, sizeof val, "%s\n", pid);
-	puts_(rel, val);
-	snprintf(rel, sizeof rel, "%s/bDeviceClass", busid);
-	snprintf(val, sizeof val, "%s\n", cls);
-	puts_(rel, val);
-	snprintf(rel, sizeof rel, "%s/speed", busid);
-	snprintf(val, sizeof val, "%s\n", speed);
-	puts_(rel, val);
-	snprintf(rel, sizeof rel, "%s/bConfigurationValue", busid);
-	snprintf(val, sizeof val, "%s\n", cfgval);
-	puts_(rel, val);
-	snprintf(rel, sizeof rel, "%s/bNumConfigurations", busid);
-	puts_(rel, "1\n");
-	snprintf(rel, sizeof rel, "%s/bcdDevice", busid);
-	puts_(rel, "0104\n");
 	snprintf(rel, sizeof rel, "%s/descriptors", busid);
 	put(rel, desc, t_unhex(desc_hex, desc, sizeof desc));
 }
