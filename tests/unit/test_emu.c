@@ -16,42 +16,10 @@
 
 #include "uw_emu.h"
 #include "uw_test.h"
+#include "uw_turb.h"
 #include "uw_usbdesc.h"
 
 /* ---- URBs and completions ------------------------------------------------------------------ */
-
-typedef struct turb {
-	uw_urb u;
-	int completions;
-	uint8_t *buf;
-} turb;
-
-static void on_done(uw_urb *u)
-{
-	turb *t = u->owner;
-	t->completions++;
-}
-
-static turb *turb_new(uint8_t ep, uint8_t dir, uint8_t xfer, uint32_t len)
-{
-	turb *t = calloc(1, sizeof *t);
-	t->buf = len ? calloc(1, len) : NULL;
-	t->u.ep = ep;
-	t->u.dir = dir;
-	t->u.xfer = xfer;
-	t->u.buf = t->buf;
-	t->u.len = len;
-	t->u.done = on_done;
-	t->u.owner = t;
-	t->u.status = 12345;
-	return t;
-}
-
-static void turb_free(turb *t)
-{
-	free(t->buf);
-	free(t);
-}
 
 struct ctl {
 	int32_t status;

@@ -20,6 +20,7 @@
 
 #include "uw_emu.h"
 #include "uw_test.h"
+#include "uw_turb.h"
 #include "uw_usbdesc.h"
 
 #define FRAME     4u   /* bytes: S16_LE stereo */
@@ -27,46 +28,6 @@
 #define PKT_FRAMS 48u
 
 /* ---- URBs and completions ------------------------------------------------------------------ */
-
-typedef struct turb {
-	uw_urb u;
-	int completions;
-	uint64_t done_ns;
-	uint8_t *buf;
-	uw_iso_pkt *iso;
-} turb;
-
-static int total_done; /* completions of every URB, for run_until() */
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void on_done(uw_urb *u)
-{
-	turb *t = u->owner;
-	t->completions++;
-	t->done_ns = now_ns();
-	total_done++;
-}
-
-static turb *turb_new(uint8_t ep, uint8_t dir, uint8_t xfer, uint32_t len)
-{
-	turb *t = calloc(1, sizeof *t);
-	t->buf = len ? calloc(1, len) : NULL;
-	t->u.ep = ep;
-	t->u.dir = dir;
-	t->u.xfer = xfer;
-	t->u.buf = t->buf;
-	t->u.len = len;
-	t->u.done = on_done;
-	t->u.owner = t;
-	t->u.status = 12345;
-	return t;
-}
 
 /* An isochronous URB of n packets of pktlen bytes each, stride bytes apart (the buffer is
  * stride x n, filled with 0xee so that untouched bytes show). */
@@ -86,13 +47,6 @@ static turb *iso_new(uint8_t ep, uint8_t dir, uint32_t n, uint32_t pktlen, uint3
 static turb *mic_urb(uint32_t n)
 {
 	return iso_new(2, UW_DIR_IN, n, PKT, PKT);
-}
-
-static void turb_free(turb *t)
-{
-	free(t->buf);
-	free(t->iso);
-	free(t);
 }
 
 /* Every packet status 0 and actual_length want, the URB's actual their sum. */
@@ -158,12 +112,12 @@ static void run_for(uw_loop *l, uint64_t ms)
 	uw_loop_run(l);
 }
 
-/* Run the loop until total_done reaches want or about three seconds pass. */
+/* Run the loop until turb_done_total reaches want or about three seconds pass. */
 static bool run_until(uw_loop *l, int want)
 {
-	for (int i = 0; i < 600 && total_done < want; i++)
+	for (int i = 0; i < 600 && turb_done_total < want; i++)
 		run_for(l, 5);
-	return total_done >= want;
+	return turb_done_total >= want;
 }
 
 static uw_dev *create(const char *spec, uw_loop *l)
@@ -581,12 +535,12 @@ static void test_ramp(uw_loop *l)
 		return;
 	t_ok(d->ops->ep_type(d, 2, UW_DIR_IN) == UW_XFER_UNKNOWN,
 	     "ramp: no IN endpoint in altsetting 0");
-	uint64_t start = now_ns();
+	uint64_t start = turb_now_ns();
 	t_ok(set_interface(d, 2, 1) && d->ops->ep_type(d, 2, UW_DIR_IN) == UW_XFER_ISO,
 	     "ramp: SET_INTERFACE(2, 1): isochronous IN 0x82");
 	/* Three URBs of 8 x 192 bytes at once, as a host queues them. */
 	turb *t[3];
-	int base = total_done;
+	int base = turb_done_total;
 	for (int i = 0; i < 3; i++) {
 		t[i] = mic_urb(8);
 		d->ops->submit(d, &t[i]->u);
@@ -616,7 +570,7 @@ static void test_ramp(uw_loop *l)
 	static const uint32_t lens[4] = {98, 0, 200, 192}, want[4] = {96, 0, 192, 192};
 	for (int i = 0; i < 4; i++)
 		u->iso[i].length = lens[i];
-	base = total_done;
+	base = turb_done_total;
 	d->ops->submit(d, &u->u);
 	run_until(l, base + 1);
 	bool ok = u->completions == 1 && u->u.status == 0 && u->u.actual == 96 + 192 + 192;
@@ -635,8 +589,8 @@ static void test_ramp(uw_loop *l)
 	/* A host that fell behind gets no burst: the clock moves, the ramp goes on. */
 	run_for(l, 60);
 	u = mic_urb(8);
-	base = total_done;
-	uint64_t sub = now_ns();
+	base = turb_done_total;
+	uint64_t sub = turb_now_ns();
 	d->ops->submit(d, &u->u);
 	run_until(l, base + 1);
 	double took = ms_between(sub, u->done_ns);
@@ -647,7 +601,7 @@ static void test_ramp(uw_loop *l)
 
 	/* Zero-length packets without a buffer. */
 	u = iso_new(2, UW_DIR_IN, 2, 0, 0);
-	base = total_done;
+	base = turb_done_total;
 	d->ops->submit(d, &u->u);
 	run_until(l, base + 1);
 	t_ok(iso_ok(u, 0) && u->u.actual == 0, "ramp: zero-length packets, no buffer: status 0");
@@ -666,7 +620,7 @@ static void test_ramp_wraps(uw_loop *l)
 	set_interface(d, 2, 1);
 	bool ok = true;
 	uint64_t frame = 0;
-	int base = total_done;
+	int base = turb_done_total;
 	turb *t[11];
 	for (int i = 0; i < 11; i++) {
 		t[i] = mic_urb(64);
@@ -712,7 +666,7 @@ static void test_sine_and_silence(uw_loop *l)
 		return;
 	set_interface(d, 2, 1);
 	turb *a = mic_urb(2), *b = mic_urb(3);
-	int base = total_done;
+	int base = turb_done_total;
 	d->ops->submit(d, &a->u);
 	d->ops->submit(d, &b->u);
 	run_until(l, base + 2);
@@ -743,7 +697,7 @@ static void test_sine_and_silence(uw_loop *l)
 		return;
 	set_interface(d, 2, 1);
 	a = mic_urb(2);
-	base = total_done;
+	base = turb_done_total;
 	d->ops->submit(d, &a->u);
 	run_until(l, base + 1);
 	ok = iso_ok(a, PKT);
@@ -783,7 +737,7 @@ static void test_input_file(uw_loop *l, const char *dir)
 	for (int round = 0; round < 2; round++) {
 		set_interface(d, 2, 1);
 		turb *t = mic_urb(8);
-		int base = total_done;
+		int base = turb_done_total;
 		d->ops->submit(d, &t->u);
 		run_until(l, base + 1);
 		bool ok = iso_ok(t, PKT);
@@ -842,14 +796,14 @@ static void test_output(uw_loop *l, const char *dir)
 	struct stat st;
 	t_ok(stat(path, &st) == 0 && st.st_size == 0, "output: truncated at start-up");
 	bool absent = d->ops->ep_type(d, 1, UW_DIR_OUT) == UW_XFER_UNKNOWN;
-	uint64_t start = now_ns(); /* before the stream starts: its clock starts later */
+	uint64_t start = turb_now_ns(); /* before the stream starts: its clock starts later */
 	t_ok(absent && set_interface(d, 1, 1) && d->ops->ep_type(d, 1, UW_DIR_OUT) == UW_XFER_ISO,
 	     "output: SET_INTERFACE(1, 1): isochronous OUT 0x01");
 	static uint8_t sent[2 * 8 * PKT + 4 + PKT];
 	for (size_t i = 0; i < sizeof sent; i++)
 		sent[i] = (uint8_t)(i * 7 % 251);
 	turb *t[2];
-	int base = total_done;
+	int base = turb_done_total;
 	for (int i = 0; i < 2; i++) {
 		t[i] = iso_new(1, UW_DIR_OUT, 8, PKT, PKT);
 		memcpy(t[i]->buf, sent + i * 8 * PKT, 8 * PKT);
@@ -871,7 +825,7 @@ static void test_output(uw_loop *l, const char *dir)
 	memcpy(u->buf, sent + 2 * 8 * PKT, 4);
 	memcpy(u->buf + 4, "\x99\x99", 2);
 	memcpy(u->buf + 200, sent + 2 * 8 * PKT + 4, PKT);
-	base = total_done;
+	base = turb_done_total;
 	d->ops->submit(d, &u->u);
 	run_until(l, base + 1);
 	t_ok(u->completions == 1 && u->u.status == 0 && u->u.actual == 6 + PKT &&
@@ -923,7 +877,7 @@ static void test_output(uw_loop *l, const char *dir)
 		return;
 	set_interface(d, 1, 1);
 	u = iso_new(1, UW_DIR_OUT, 4, PKT, PKT);
-	base = total_done;
+	base = turb_done_total;
 	d->ops->submit(d, &u->u);
 	run_until(l, base + 1);
 	t_ok(iso_ok(u, PKT) && u->u.actual == 4 * PKT, "speaker without output: packets taken");
@@ -956,7 +910,7 @@ static void test_stop(uw_loop *l)
 	t_ok(a->completions == 1 && a->u.status == UW_URB_ECONNRESET && a->u.actual == 0,
 	     "cancel: a held URB completes at once with -ECONNRESET");
 	d->ops->cancel(d, &a->u);
-	int base = total_done;
+	int base = turb_done_total;
 	run_until(l, base + 1);
 	t_ok(a->completions == 1, "cancel: a second cancel does nothing");
 	/* The cancelled URB took no frames: the next one starts the ramp. */
@@ -994,7 +948,7 @@ static void test_stop(uw_loop *l)
 	set_config(d, 1);
 	set_interface(d, 2, 1);
 	a = mic_urb(1);
-	base = total_done;
+	base = turb_done_total;
 	d->ops->submit(d, &a->u);
 	run_until(l, base + 1);
 	t_ok(iso_ok(a, PKT) && ramp_is(a->buf, PKT_FRAMS, 0),
