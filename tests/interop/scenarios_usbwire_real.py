@@ -120,6 +120,13 @@ def serve(ctx, g, exports, **kw):
     return srv
 
 
+def serve_gadget(ctx, g, gadget, **kw):
+    """usbwire serve in the guest exporting gadget by its busid; returns once it is exported."""
+    srv = serve(ctx, g, [f"usb:{gadget.busid}"], **kw)
+    srv.wait_log(f"export {gadget.busid}")
+    return srv
+
+
 def usbwire_list_local(ctx, g):
     out = g.check(f"{guest_usbwire(ctx, g)} list -l --json")
     return {d["busid"]: d for d in json.loads(out)["devices"]}
@@ -174,8 +181,7 @@ def usbwire_real_storage(ctx):
     ctx.log(f"list -l: {gadget.busid} {d['vendor_id']}:{d['product_id']} {d['speed_name']} "
             f"\"{d['product']}\" drivers {d['drivers']!r}; hubs {hubs}")
 
-    srv = serve(ctx, g, [f"usb:{gadget.busid}"])
-    srv.wait_log(f"export {gadget.busid}")
+    srv = serve_gadget(ctx, g, gadget)
     storage_roundtrip(ctx, g, gadget.busid, "usbwire")
     # While imported the device is the server's (usbfs); afterwards the kernel has it back.
     dev = gadgets.attach_disk(g, gadget.busid)
@@ -205,8 +211,7 @@ def usbwire_real_acm(ctx):
     ctx.defer(gadget.remove)
     ctx.defer(devs.detach_all, g)
     g.wait_for("[ -c /dev/ttyGS0 ]", timeout=20, what="/dev/ttyGS0")
-    srv = serve(ctx, g, [f"usb:{gadget.busid}"])
-    srv.wait_log(f"export {gadget.busid}")
+    srv = serve_gadget(ctx, g, gadget)
     busid = devs.attach_device(ctx, g, gadget.busid, gadget.vidpid)
     tty = devs.acm_tty(g, busid)
     # The gadget side echoes; started only now because the gadget's tty is hung up when the
@@ -244,8 +249,7 @@ def usbwire_real_keyboard(ctx):
     gadget = gadgets.hid_keyboard(g, name="uwkbd")
     ctx.defer(gadget.remove)
     ctx.defer(devs.detach_all, g)
-    srv = serve(ctx, g, [f"usb:{gadget.busid}"])
-    srv.wait_log(f"export {gadget.busid}")
+    srv = serve_gadget(ctx, g, gadget)
     busid = devs.attach_device(ctx, g, gadget.busid, gadget.vidpid)
     find = (f"for e in /sys/class/input/event*; do case $(readlink -f $e) in "
             f"*/{busid}/{busid}:1.0/*) echo ${{e##*/}};; esac; done")
@@ -425,8 +429,7 @@ def usbwire_real_storage_vs_kernel(ctx):
     gadget = gadgets.mass_storage(g, "/tmp/uw-real-disk2.img", name="uwms2")
     ctx.defer(gadget.remove)
     ctx.defer(devs.detach_all, g)
-    srv = serve(ctx, g, [f"usb:{gadget.busid}"])
-    srv.wait_log(f"export {gadget.busid}")
+    srv = serve_gadget(ctx, g, gadget)
     uw = storage_roundtrip(ctx, g, gadget.busid, "usbwire   ")
     dev = gadgets.attach_disk(g, gadget.busid)
     t0 = time.monotonic()
