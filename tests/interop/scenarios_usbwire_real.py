@@ -297,35 +297,20 @@ def sink_gadgets(g):
     return made
 
 
-def kernel_oops(g):
-    out = g.run("dmesg | grep -E 'general protection fault|BUG:|Oops' | tail -3", timeout=20)[1]
-    return out.strip()
+def kernel_oops(g, marker):
+    """The last oops lines the guest kernel logged after marker."""
+    out = g.run("dmesg", timeout=20)[1]
+    idx = out.rfind(marker)
+    lines = [line for line in (out[idx:] if idx >= 0 else out).splitlines()
+             if any(w in line for w in ("general protection fault", "BUG:", "Oops"))]
+    return "\n".join(lines[-3:])
 
 
 def run_cases(ctx, g, tool, busid, cases, pattern, label, timeout):
     """devs.run_usbtest with a shorter deadline: a usbtest run that hangs (an oopsed kernel
     stub never answers) gives None instead of a result."""
-    g.wait_for(f"[ -e /sys/bus/usb/drivers/usbtest/{busid}:1.0 ]", timeout=30,
-               what=f"usbtest to bind {busid}:1.0")
-    g.check(f"echo {pattern} > /sys/module/usbtest/parameters/pattern")
-    specs = " ".join(":".join(str(x) for x in c) for c in cases)
-    try:
-        rc, out, err = g.run(f"{tool} -b {busid} {specs}", timeout=timeout)
-    except GuestError:
-        return None  # the agent could not even kill it: a task stuck in the kernel
-    if rc == 124:
-        return None
-    results = {}
-    for line in out.splitlines():
-        m = devs.USBTEST_LINE.match(line)
-        if m:
-            results[int(m.group(1))] = ((True, float(m.group(3))) if m.group(3) else
-                                        (False, f"{m.group(4)} ({m.group(5)})"))
-    for c in cases:
-        r = results.get(c[0])
-        ctx.log(f"{label} test {c[0]:2}: " + ("no result" if r is None else
-                f"ok {r[1]:7.3f} s" if r[0] else f"ERROR {r[1]}"))
-    return results
+    return devs.run_usbtest(ctx, g, tool, busid, cases, pattern, label, timeout=timeout,
+                            hang_ok=True)
 
 
 # The unlink cases: the kernel stub of the test guest (Debian 6.1) oopses in stub_rx_loop during
@@ -338,20 +323,20 @@ UNLINK_CASES = (11, 12, 24)
 GADGET_FAILURES = (4, 8)
 
 
-def usbtest_both(ctx, g, tool, ss1, ss0, label, timeout=300, skip=()):
+def usbtest_both(ctx, g, tool, ss1, ss0, label, marker, timeout=300, skip=()):
     """Perf cases first (the benchmark), then the functional ones. Returns (results, perf,
     crash) where crash is the kernel's oops text if a run hung."""
     busid = devs.attach_device(ctx, g, ss0.busid, "0525:a4a0")
     perf = run_cases(ctx, g, tool, busid, devs.USBTEST_PERF, 0, label, timeout)
     if perf is None:
-        return {}, {}, kernel_oops(g) or "usbtest hung"
+        return {}, {}, kernel_oops(g, marker) or "usbtest hung"
     devs.detach_device(g, ss0.busid, busid)
     busid = devs.attach_device(ctx, g, ss1.busid, "0525:a4a0")
     cases = ([c for c in devs.USBTEST_CASES if c[0] not in UNLINK_CASES] +
              [c for c in devs.USBTEST_CASES if c[0] in UNLINK_CASES and c[0] not in skip])
     res = run_cases(ctx, g, tool, busid, cases, 1, label, timeout)
     if res is None:
-        return {}, perf, kernel_oops(g) or "usbtest hung"
+        return {}, perf, kernel_oops(g, marker) or "usbtest hung"
     devs.detach_device(g, ss1.busid, busid)
     return res, perf, None
 
@@ -372,7 +357,7 @@ def usbwire_real_usbtest_vs_kernel(ctx):
     srv.wait_log(f"export {ss1.busid}")
     srv.wait_log(f"export {ss0.busid}")
     t0 = time.monotonic()
-    uw, uw_perf, crash = usbtest_both(ctx, g, tool, ss1, ss0, "usbwire")
+    uw, uw_perf, crash = usbtest_both(ctx, g, tool, ss1, ss0, "usbwire", marker)
     assert not crash, f"usbtest through usbwire hung: {crash}"
     ctx.log(f"usbwire runs: {time.monotonic() - t0:.0f} s")
     srv.stop()
@@ -384,7 +369,7 @@ def usbwire_real_usbtest_vs_kernel(ctx):
         gadgets.bind(g, x.busid)
         ctx.defer(gadgets.unbind, g, x.busid)
     t0 = time.monotonic()
-    kn, kn_perf, crash = usbtest_both(ctx, g, tool, ss1, ss0, "kernel ", timeout=240,
+    kn, kn_perf, crash = usbtest_both(ctx, g, tool, ss1, ss0, "kernel ", marker, timeout=240,
                                       skip=UNLINK_CASES)
     ctx.log(f"kernel side skips the unlink cases {list(UNLINK_CASES)}: its usbip-host oopses on them")
     ctx.log(f"kernel runs: {time.monotonic() - t0:.0f} s")
@@ -411,7 +396,7 @@ def usbwire_real_usbtest_vs_kernel(ctx):
     assert not bad, f"usbtest failed through usbwire only: {bad}"
     if crash:
         ctx.skip("usbwire passed every case; the comparison is partial because the kernel's "
-                 f"usbip-host oopsed: {crash.splitlines()[0] if crash else ''}")
+                 f"usbip-host oopsed: {crash.splitlines()[0]}")
     devs.assert_clean_kernel_log(ctx, g, marker)
 
 
