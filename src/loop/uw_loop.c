@@ -280,20 +280,40 @@ uint64_t uw_loop_now_ms(uw_loop *l)
 	return l->now;
 }
 
+/* Runs as many tasks as were queued when the round began, one at a time off the shared queue,
+ * so that a task may cancel (then free) another that has not run yet. A task posted meanwhile
+ * may take the place of one that was cancelled; the rest wait for the next round, so a task
+ * that re-posts itself cannot starve the file descriptors. */
 static void run_posts(uw_loop *l)
 {
 	uint64_t v;
 	ssize_t n = read(l->evfd, &v, sizeof v);
 	(void)n;
+	size_t count = 0;
 	pthread_mutex_lock(&l->post_lock);
-	uw_loop_task *t = l->post_head;
-	l->post_head = l->post_tail = NULL;
+	for (uw_loop_task *t = l->post_head; t; t = t->next)
+		count++;
 	pthread_mutex_unlock(&l->post_lock);
-	while (t) {
-		/* Read next first: once it has run, a task may be freed or posted again. */
-		uw_loop_task *next = t->next;
+	for (size_t i = 0; i < count; i++) {
+		pthread_mutex_lock(&l->post_lock);
+		uw_loop_task *t = l->post_head;
+		if (t) {
+			l->post_head = t->next;
+			if (!l->post_head)
+				l->post_tail = NULL;
+		}
+		pthread_mutex_unlock(&l->post_lock);
+		if (!t)
+			break;
 		t->fn(t->arg);
-		t = next;
+	}
+	pthread_mutex_lock(&l->post_lock);
+	bool more = l->post_head != NULL;
+	pthread_mutex_unlock(&l->post_lock);
+	if (more) { /* posted meanwhile: their wake-up was skipped (the queue was not empty) */
+		uint64_t one = 1;
+		ssize_t w = write(l->evfd, &one, sizeof one);
+		(void)w;
 	}
 }
 
