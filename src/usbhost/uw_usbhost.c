@@ -78,10 +78,12 @@ struct hdev {
 	uw_usbsys_dev sys;        /* from sysfs at export / last refresh (owns sys.desc) */
 	uw_device_desc dd;
 
-	bool gone;            /* unplugged */
-	bool open;            /* imported: handle open, interfaces claimed */
-	bool release_pending; /* release() called, teardown posted */
-	bool destroyed;       /* the owner is done with it; waiting for the final close */
+	bool gone;              /* unplugged */
+	bool open;              /* imported: handle open, interfaces claimed */
+	bool release_pending;   /* release() called, teardown posted */
+	uw_loop_task release_t; /* posted by release(); posting cannot fail */
+	uw_loop_task final_t;   /* posted by destroy() */
+	bool destroyed;         /* the owner is done with it; waiting for the final close */
 
 	int fd;
 	libusb_device_handle *uh;
@@ -824,6 +826,7 @@ static void hd_close(struct hdev *hd)
  * re-attached. Not inside a libusb callback. */
 static void finish_release(struct hdev *hd)
 {
+	uw_loop_cancel_task(hd->h->cfg.loop, &hd->release_t); /* when done early by an import */
 	hd->release_pending = false;
 	if (!hd->open)
 		return;
@@ -833,7 +836,9 @@ static void finish_release(struct hdev *hd)
 		if (r != LIBUSB_SUCCESS)
 			LOG(hd->h, UW_LOG_INFO, "%s: reset after the session: %s",
 			    hd->dev.info.busid, libusb_error_name(r));
-		if (r == LIBUSB_SUCCESS)
+		/* Drivers go back unless the device left or re-enumerated (then the kernel
+		 * binds the new one itself). */
+		if (r != LIBUSB_ERROR_NOT_FOUND && r != LIBUSB_ERROR_NO_DEVICE)
 			reattach_all(hd);
 	}
 	hd_close(hd);
@@ -911,6 +916,15 @@ static int hd_import(uw_dev *d)
 	hd->open = true;
 	hd->config = hd->sys.config_value;
 	uw_alt_sel_reset(&hd->alt);
+	r = claim_all(hd);
+	if (r != LIBUSB_SUCCESS) {
+		release_all(hd);
+		reattach_all(hd);
+		hd_close(hd);
+		return uw_err_of_libusb(r);
+	}
+	/* Altsettings after the claim: unbinding a kernel driver puts its interface back to
+	 * altsetting 0. */
 	uint8_t bits[32];
 	active_ifaces(hd, bits);
 	for (unsigned i = 0; i < 256; i++) {
@@ -919,13 +933,6 @@ static int hd_import(uw_dev *d)
 		int alt = uw_usbsys_alt(h->sysfs, hd->sys.busid, hd->config, (uint8_t)i);
 		if (alt > 0)
 			hd->alt.alt[i] = (uint8_t)alt;
-	}
-	r = claim_all(hd);
-	if (r != LIBUSB_SUCCESS) {
-		release_all(hd);
-		reattach_all(hd);
-		hd_close(hd);
-		return uw_err_of_libusb(r);
 	}
 	rebuild_eps(hd);
 	hd->warned_nomem = false;
@@ -1073,21 +1080,17 @@ static void hd_release(uw_dev *d)
 	struct hdev *hd = HD(d);
 	if (!hd->open)
 		return;
+	if (hd->release_pending)
+		return;
 	hd->release_pending = true;
-	if (uw_loop_post(hd->h->cfg.loop, release_task, hd) != UW_OK)
-		finish_release(hd); /* no memory to defer it: we are not in a callback then */
+	/* Maybe inside a libusb callback (a completion ended the session): defer. */
+	hd->release_t = (uw_loop_task){release_task, hd, NULL};
+	uw_loop_post_task(hd->h->cfg.loop, &hd->release_t);
 }
 
 static void finalize_task(void *arg)
 {
-	struct hdev *hd = arg;
-	/* Only if uw_usbhost_free has not done it: look for it among the zombies. */
-	for (struct hdev *z = hd->h->zombies; z; z = z->next) {
-		if (z == hd) {
-			hd_finalize(hd);
-			return;
-		}
-	}
+	hd_finalize(arg);
 }
 
 static void hd_destroy(uw_dev *d)
@@ -1107,8 +1110,8 @@ static void hd_destroy(uw_dev *d)
 		x->u = NULL;
 		libusb_cancel_transfer(x->t);
 	}
-	if (uw_loop_post(h->cfg.loop, finalize_task, hd) != UW_OK)
-		LOG(h, UW_LOG_DEBUG, "%s: final close deferred to shutdown", hd->sys.busid);
+	hd->final_t = (uw_loop_task){finalize_task, hd, NULL};
+	uw_loop_post_task(h->cfg.loop, &hd->final_t);
 }
 
 static const struct uw_dev_ops hd_ops = {
@@ -1124,6 +1127,9 @@ static const struct uw_dev_ops hd_ops = {
 static void hd_finalize(struct hdev *hd)
 {
 	uw_usbhost *h = hd->h;
+	/* Whoever calls (its own task, or uw_usbhost_free), neither task may run after the free. */
+	uw_loop_cancel_task(h->cfg.loop, &hd->release_t);
+	uw_loop_cancel_task(h->cfg.loop, &hd->final_t);
 	if (hd->inflight.head) {
 		struct timeval tv = {0, 100000};
 		for (int i = 0; i < CLOSE_WAIT_S * 10 && hd->inflight.head; i++)
