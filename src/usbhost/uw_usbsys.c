@@ -172,13 +172,22 @@ static int read_descriptors(const char *root, const char *name, uw_usbsys_dev *d
 		ssize_t r = read(fd, buf + len, cap - len);
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r <= 0)
+		if (r < 0) { /* a part would pass for the whole: configurations "missing" */
+			free(buf);
+			close(fd);
+			return UW_E_IO;
+		}
+		if (r == 0)
 			break;
 		len += (size_t)r;
 	}
 	close(fd);
 	if (!buf)
 		return UW_E_NOMEM;
+	if (len == cap) { /* more than UW_USBSYS_DESC_MAX: refused rather than cut */
+		free(buf);
+		return UW_E_DESC;
+	}
 	d->desc = buf;
 	d->desc_len = len;
 	return UW_OK;

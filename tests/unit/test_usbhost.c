@@ -233,6 +233,20 @@ static void test_scan(void)
 	t_ok(uw_usbsys_read(root, "../x", &one) == UW_E_INVAL && !one.desc,
 	     "path in a busid: INVAL, record zeroed");
 	uw_usbsys_dev_fini(&one);
+	/* A descriptors file longer than any device can have is refused, not cut to a part that
+	 * would pass for the whole. */
+	mkdev("8-1", 8, 3, "1d6b", "0104", "00", "480", "1", DEV_MSC);
+	size_t big = UW_USBSYS_DESC_MAX + 1;
+	uint8_t *junk = calloc(1, big);
+	if (junk) {
+		junk[0] = 18;
+		junk[1] = 1;
+		put("8-1/descriptors", junk, big);
+		free(junk);
+	}
+	t_ok(uw_usbsys_read(root, "8-1", &one) == UW_OK && !one.desc,
+	     "oversized descriptors file: no descriptors rather than a truncated set");
+	uw_usbsys_dev_fini(&one);
 	uw_usbsys_dev *none;
 	t_ok(uw_usbsys_scan("/nonexistent-usbwire", &none) == UW_E_NODEV, "missing root: NODEV");
 }
