@@ -265,8 +265,8 @@ static void out_write(struct audio *a, const uint8_t *p, size_t len)
 	}
 }
 
-/* The speaker takes an OUT URB's whole frames as they arrive; contiguous packets go out in one
- * write. */
+/* The speaker plays an OUT URB's whole frames when their time has come; contiguous packets go
+ * out in one write. */
 static void spk_take(struct audio *a, const uw_urb *u)
 {
 	size_t run_off = 0, run_len = 0;
@@ -295,6 +295,8 @@ static void spk_take(struct audio *a, const uw_urb *u)
 /* The URB's frames have elapsed: fill (IN) or acknowledge (OUT) every packet, complete it. */
 static void finish(struct audio *a, struct stream *s, uw_urb *u)
 {
+	if (s == &a->spk)
+		spk_take(a, u); /* played now: a URB cancelled before its time never was */
 	uint32_t total = 0;
 	for (uint32_t i = 0; i < u->num_iso; i++) {
 		uw_iso_pkt *p = &u->iso[i];
@@ -449,8 +451,6 @@ static void audio_transfer(uw_emu *e, uw_urb *u)
 		uw_urb_complete(u, st, 0);
 		return;
 	}
-	if (s == &a->spk)
-		spk_take(a, u);
 	if (!s->q.head)
 		s->new_head = true;
 	uw_emu_urbq_push(&s->q, u);
@@ -616,11 +616,19 @@ static int open_output(const uw_emu_args *a, struct audio *au, const char *path)
 		uw_emu_set_err(a, "emu:audio: input and output are the same file (%s)", path);
 		return UW_E_INVAL;
 	}
-	au->out_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NONBLOCK | O_CLOEXEC, 0666);
+	/* O_NONBLOCK: a FIFO without a reader fails here instead of hanging the start-up. */
+	au->out_fd = open(path, O_WRONLY | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0666);
 	if (au->out_fd < 0) {
 		int err = errno;
 		uw_emu_set_err(a, "emu:audio: cannot open %s for writing: %s", path, strerror(err));
 		return err == EACCES ? UW_E_ACCESS : err == ENOENT ? UW_E_NOTFOUND : UW_E_IO;
+	}
+	/* A regular file only: a pipe that fills would take part of a write and shift every
+	 * later frame by a few bytes. */
+	if (fstat(au->out_fd, &out_st) != 0 || !S_ISREG(out_st.st_mode) ||
+	    ftruncate(au->out_fd, 0) != 0) {
+		uw_emu_set_err(a, "emu:audio: output %s must be a regular file", path);
+		return UW_E_INVAL;
 	}
 	au->out_path = strdup(path);
 	return au->out_path ? UW_OK : UW_E_NOMEM;

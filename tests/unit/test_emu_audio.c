@@ -189,7 +189,7 @@ static void test_options(uw_loop *l, const char *dir)
 		char spec[600];
 		char err[600];
 		bool no_loop;
-	} rows[11] = {
+	} rows[12] = {
 	    {"emu:audio,rate=44100",
 	     "emu:audio: unknown option \"rate\" (allowed: signal, input, output)", false},
 	    {"emu:audio,signal=noise",
@@ -209,6 +209,7 @@ static void test_options(uw_loop *l, const char *dir)
 	    {"", "", false},
 	    {"", "", false},
 	    {"emu:audio", "emu:audio: needs an event loop (streams are paced by timers)", true},
+	    {"", "", false},
 	};
 	size_t n = sizeof rows / sizeof rows[0];
 	/* The rows naming files of the test directory. */
@@ -220,6 +221,14 @@ static void test_options(uw_loop *l, const char *dir)
 	snprintf(rows[9].spec, sizeof rows[9].spec, "emu:audio,input=%s,output=%s", same, same);
 	snprintf(rows[9].err, sizeof rows[9].err,
 	         "emu:audio: input and output are the same file (%s)", same);
+	/* A pipe as the output: a full pipe would take part of a write and shift the frames. */
+	char fifo[256];
+	snprintf(fifo, sizeof fifo, "%s/out.fifo", dir);
+	mkfifo(fifo, 0644);
+	int reader = open(fifo, O_RDONLY | O_NONBLOCK);
+	snprintf(rows[11].spec, sizeof rows[11].spec, "emu:audio,output=%s", fifo);
+	snprintf(rows[11].err, sizeof rows[11].err, "emu:audio: output %s must be a regular file",
+	         fifo);
 	for (size_t i = 0; i < n; i++) {
 		uw_dev *d = NULL;
 		char err[600] = "";
@@ -231,6 +240,9 @@ static void test_options(uw_loop *l, const char *dir)
 		if (d)
 			d->ops->destroy(d);
 	}
+	if (reader >= 0)
+		close(reader);
+	unlink(fifo);
 	struct stat st;
 	t_ok(stat(same, &st) == 0 && st.st_size == 8, "the refused same-file output left the "
 	                                              "input untouched");
@@ -867,6 +879,15 @@ static void test_output(uw_loop *l, const char *dir)
 		turb_free(u);
 	}
 	t_ok(file_is(path, sent, sizeof sent), "output: bad URBs wrote nothing");
+	/* A URB cancelled before its time was never played: nothing of it reaches the file. */
+	u = iso_new(1, UW_DIR_OUT, 8, PKT, PKT);
+	memset(u->buf, 0x5a, 8 * PKT);
+	d->ops->submit(d, &u->u);
+	d->ops->cancel(d, &u->u);
+	t_ok(u->completions == 1 && u->u.status == UW_URB_ECONNRESET &&
+	         file_is(path, sent, sizeof sent),
+	     "output: a URB cancelled before its time writes nothing");
+	turb_free(u);
 	d->ops->release(d);
 	d->ops->destroy(d);
 	unlink(path);
