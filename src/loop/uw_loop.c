@@ -317,11 +317,13 @@ static void run_posts(uw_loop *l)
 	}
 }
 
-static void run_timers(uw_loop *l)
+/* Runs the timers due now that existed when the round began (round_seq): one added during the
+ * round - by an fd handler, a task or another timer - waits for the next round, whatever the
+ * clock did meanwhile, so the order of events does not depend on a millisecond ticking over. */
+static void run_timers(uw_loop *l, uint64_t round_seq)
 {
-	/* Only timers due now; ones added by callbacks wait for the next round. */
 	uint64_t now = l->now;
-	uint64_t last_seq = l->timer_seq;
+	uint64_t last_seq = round_seq;
 	while (l->timers && l->timers->due <= now && l->timers->seq <= last_seq) {
 		struct uw_timer *t = l->timers;
 		l->timers = t->next;
@@ -344,6 +346,7 @@ int uw_loop_run(uw_loop *l)
 		l->now = mono_ms();
 		if (l->timers)
 			timeout = l->timers->due <= l->now ? 0 : (int)(l->timers->due - l->now);
+		uint64_t round_seq = l->timer_seq;
 		int n = epoll_wait(l->epfd, evs, 64, timeout);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -378,7 +381,7 @@ int uw_loop_run(uw_loop *l)
 			atomic_fetch_add_explicit(&l->dispatched, 1, memory_order_relaxed);
 			w.fn(w.arg, e);
 		}
-		run_timers(l);
+		run_timers(l, round_seq);
 	}
 	l->running = false;
 	return UW_OK;
