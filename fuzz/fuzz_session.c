@@ -1104,7 +1104,10 @@ static void check_complete(struct fz *f, uint8_t cfg)
 		const struct sub *s = &f->subs[i];
 		if (s->answered)
 			continue;
-		bool held = f->mdev == 1 || (f->mdev == SDEV && (s->interval & 3) == 3);
+		/* emu:serial holds bulk/interrupt URBs (IN until data, OUT until room); control
+		 * requests and anything refused complete at once. */
+		bool held = (f->mdev == 1 && (s->xfer == UW_XFER_BULK || s->xfer == UW_XFER_INT)) ||
+		            (f->mdev == SDEV && (s->interval & 3) == 3);
 		if (!held || s->unlinked)
 			bug("CMD_SUBMIT seqnum %u (%s) never answered", s->seq,
 			    s->unlinked ? "unlinked" : "not held by the device");
