@@ -607,14 +607,23 @@ def audio_offset(path):
     return max(WAV_HEADER, WAV_HEADER + (size - WAV_HEADER) // 4 * 4)
 
 
-def audio_card(g):
-    """The ALSA card number of the audio device on vhci_hcd, once snd-usb-audio has it."""
-    out = g.run("cat /proc/asound/cards")[1]
+def card_of(g, busid):
+    """The ALSA card number whose USB device is busid (None until snd-usb-audio has bound)."""
+    out = g.run("for c in /sys/class/sound/card*; do echo ${c##*card} $(readlink -f $c/device);"
+                " done")[1]
     for line in out.splitlines():
-        if "usb-vhci_hcd" in line:
-            prev = out.splitlines()[out.splitlines().index(line) - 1]
-            return int(prev.split()[0])
+        num, _, path = line.partition(" ")
+        if f"/{busid}/" in path + "/" or f"/{busid}:" in path:
+            return int(num)
     return None
+
+
+def wait_card(g, busid, label):
+    """The ALSA card number of busid once snd-usb-audio has bound it."""
+    g.wait_for(f"for c in /sys/class/sound/card*; do readlink -f $c/device; done | "
+               f"grep -q '/{busid}[:/]'", timeout=60,
+               what=f"snd-usb-audio to bind {busid} ({label.strip()})")
+    return card_of(g, busid)
 
 
 def play_through_vhci(ctx, g, busid, label, pattern, cap_port):
@@ -623,16 +632,12 @@ def play_through_vhci(ctx, g, busid, label, pattern, cap_port):
     cap = Capture(cap_port, ctx.artifacts / f"audio-{label.strip()}.pcapng")
     cap.start()
     start = audio_offset(g.usb_audio_wav)
-    gadgets.attach(g, busid)
-    g.wait_for("grep -q usb-vhci_hcd /proc/asound/cards", timeout=60,
-               what=f"snd-usb-audio to bind the imported speaker ({label.strip()})")
-    card = audio_card(g)
+    local = devs.attach_device(ctx, g, busid, AUDIO_VIDPID)
+    card = wait_card(g, local, label)
     t0 = time.monotonic()
     g.check(f"/usr/local/bin/aplay -q -D hw:{card},0 /tmp/uw-pattern.wav", timeout=120)
     took = time.monotonic() - t0
-    gadgets.detach(g, busid)
-    g.wait_for("! grep -q usb-vhci_hcd /proc/asound/cards", timeout=30,
-               what="the imported speaker to go away")
+    devs.detach_device(g, busid, local)
     summary = cap.check(require={"OP_REQ_IMPORT": 1, "CMD_SUBMIT": 1})
     rep = usbipframe.iso_report(cap.path, cap_port)
     # The device writes what it received at the real-time rate: wait for all of it.
@@ -711,17 +716,6 @@ CAPTURE_SECONDS = 3
 AUDIO_EMU_VIDPID = "1209:0003"
 
 
-def card_of(g, busid):
-    """The ALSA card number whose USB device is busid (None until snd-usb-audio has bound)."""
-    out = g.run("for c in /sys/class/sound/card*; do echo ${c##*card} $(readlink -f $c/device);"
-                " done")[1]
-    for line in out.splitlines():
-        num, _, path = line.partition(" ")
-        if f"/{busid}/" in path + "/" or f"/{busid}:" in path:
-            return int(num)
-    return None
-
-
 def ramp_breaks(data):
     """(frames, first left sample, number of places where the ramp does not continue or the
     right sample is not the left's negation)."""
@@ -737,10 +731,7 @@ def ramp_breaks(data):
 
 def capture_ramp(ctx, g, busid, label):
     """arecord from the card of busid for CAPTURE_SECONDS; asserts a whole, unbroken ramp."""
-    g.wait_for(f"for c in /sys/class/sound/card*; do readlink -f $c/device; done | "
-               f"grep -q '/{busid}[:/]'", timeout=60,
-               what=f"snd-usb-audio to bind {busid} ({label.strip()})")
-    card = card_of(g, busid)
+    card = wait_card(g, busid, label)
     raw = f"/tmp/uw-cap-{busid}.raw"
     ctx.defer(g.run, f"rm -f {raw}")
     t0 = time.monotonic()
@@ -770,8 +761,7 @@ def usbwire_real_iso_capture(ctx):
     g.copy_in("/usr/share/alsa/alsa.conf", "/usr/share/alsa/alsa.conf")
     ctx.defer(devs.detach_all, g)
     host = start_server(ctx, ["emu:audio,signal=ramp"], extra=["-v"])
-    g.set_relay_target(host.port)
-    ctx.defer(g.set_relay_target, g.usbipd_port)
+    devs.point_relay(ctx, g, host.port)
     mic = devs.attach_device(ctx, g, "99-1", AUDIO_EMU_VIDPID)
     capture_ramp(ctx, g, mic, "emu:audio via vhci          ")
 
