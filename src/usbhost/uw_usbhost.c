@@ -752,13 +752,24 @@ static int32_t do_set_interface(struct hdev *hd, uint8_t iface, uint8_t alt)
 }
 
 /* The requests usbfs must do itself (docs/protocol.md §4.12, the kernel stub's list). */
+enum special { SP_NONE, SP_SET_CONFIG, SP_SET_IFACE, SP_CLEAR_HALT, SP_PORT_RESET };
+
+static enum special special_kind(const uw_setup *s)
+{
+	if (s->bm_request_type == 0x00 && s->b_request == REQ_SET_CONFIGURATION)
+		return SP_SET_CONFIG;
+	if (s->bm_request_type == 0x01 && s->b_request == REQ_SET_INTERFACE)
+		return SP_SET_IFACE;
+	if (s->bm_request_type == 0x02 && s->b_request == REQ_CLEAR_FEATURE && s->w_value == 0)
+		return SP_CLEAR_HALT;
+	if (s->bm_request_type == 0x23 && s->b_request == REQ_SET_FEATURE && s->w_value == 4)
+		return SP_PORT_RESET;
+	return SP_NONE;
+}
+
 static bool is_special(const uw_setup *s)
 {
-	return (s->bm_request_type == 0x00 && s->b_request == REQ_SET_CONFIGURATION) ||
-	       (s->bm_request_type == 0x01 && s->b_request == REQ_SET_INTERFACE) ||
-	       (s->bm_request_type == 0x02 && s->b_request == REQ_CLEAR_FEATURE &&
-	        s->w_value == 0) ||
-	       (s->bm_request_type == 0x23 && s->b_request == REQ_SET_FEATURE && s->w_value == 4);
+	return special_kind(s) != SP_NONE;
 }
 
 /* Returns true if u was one of the requests usbfs must do itself (u is then completed). */
@@ -766,21 +777,27 @@ static bool special_request(struct hdev *hd, uw_urb *u)
 {
 	const uw_setup *s = &u->setup;
 	int32_t st;
-	if (s->bm_request_type == 0x00 && s->b_request == REQ_SET_CONFIGURATION) {
-		st = do_set_configuration(hd, (uint8_t)(s->w_value & 0xff));
-	} else if (s->bm_request_type == 0x01 && s->b_request == REQ_SET_INTERFACE) {
-		st = do_set_interface(hd, (uint8_t)(s->w_index & 0xff),
-		                      (uint8_t)(s->w_value & 0xff));
-	} else if (s->bm_request_type == 0x02 && s->b_request == REQ_CLEAR_FEATURE &&
-	           s->w_value == 0) {
+	switch (special_kind(s)) {
+	case SP_SET_CONFIG:
+		/* Values past a byte name no configuration (the kernel stub fails them too). */
+		st = s->w_value > 0xff ? UW_URB_EPIPE
+		                       : do_set_configuration(hd, (uint8_t)s->w_value);
+		break;
+	case SP_SET_IFACE:
+		st = s->w_index > 0xff || s->w_value > 0xff
+		         ? UW_URB_EPIPE
+		         : do_set_interface(hd, (uint8_t)s->w_index, (uint8_t)s->w_value);
+		break;
+	case SP_CLEAR_HALT: {
 		/* The endpoint address with its direction bit: also resets the host's toggle.
 		 * usbfs refuses endpoint 0 (in no interface), whose halt the next SETUP clears
 		 * anyway: answer it as done; an endpoint not in the configuration stalls. */
 		unsigned char epa = (unsigned char)(s->w_index & 0x8f);
 		int r = (epa & 0x0f) ? libusb_clear_halt(hd->uh, epa) : LIBUSB_SUCCESS;
 		st = r == LIBUSB_ERROR_NOT_FOUND ? UW_URB_EPIPE : uw_usbhost_error_status(r);
-	} else if (s->bm_request_type == 0x23 && s->b_request == REQ_SET_FEATURE &&
-	           s->w_value == 4) {
+		break;
+	}
+	case SP_PORT_RESET: {
 		int r = libusb_reset_device(hd->uh);
 		if (r == LIBUSB_ERROR_NOT_FOUND)
 			LOG(hd->h, UW_LOG_INFO,
@@ -788,7 +805,10 @@ static bool special_request(struct hdev *hd, uw_urb *u)
 			    "device",
 			    hd->dev.info.busid);
 		st = uw_usbhost_error_status(r);
-	} else {
+		break;
+	}
+	case SP_NONE:
+	default:
 		return false;
 	}
 	uw_urb_complete(u, st, 0);
