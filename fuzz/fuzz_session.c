@@ -1034,15 +1034,29 @@ static void second_client(struct fz *f, unsigned kind)
 		if (ndev != exported - before.imported)
 			bug("device list of %u entries with %u devices exported, %u imported", ndev,
 			    exported, before.imported);
+		/* Every listed device one that is exported and free, none twice (with the count
+		 * above: exactly those). */
+		bool expected[NDEV], seen[NDEV] = {false};
+		for (int k = 0; k < NDEV; k++)
+			expected[k] = (k != SDEV || f->devs[SDEV]) &&
+			              !(k == mine && before.imported && f->import_ok);
 		size_t pos = UW_OP_REP_DEVLIST_HDR;
 		for (unsigned i = 0; i < ndev; i++) {
 			uw_usb_device dev;
 			if (uw_devlist_next(rep, (size_t)got, &pos, &dev, NULL, 0) != UW_OK)
 				bug("device list entry %u cut short", i);
-			char b[16];
-			snprintf(b, sizeof b, "99-%d", mine + 1);
-			if (before.imported && f->import_ok && strcmp(dev.busid, b) == 0)
-				bug("the device list has %s, which is imported", b);
+			int k = -1;
+			for (int j = 0; j < NDEV; j++) {
+				char b[16];
+				snprintf(b, sizeof b, "99-%d", j + 1);
+				if (strcmp(dev.busid, b) == 0)
+					k = j;
+			}
+			if (k < 0 || !expected[k] || seen[k])
+				bug("the device list has %s, which is not exported and free, or "
+				    "twice",
+				    dev.busid);
+			seen[k] = true;
 		}
 		return;
 	}
