@@ -12,6 +12,7 @@ Files of the last run (serial log, captures, ...) are kept in BUILD/testbed/last
 
 import argparse
 import importlib
+import inspect
 import shutil
 import sys
 import time
@@ -27,8 +28,18 @@ from registry import SCENARIOS, Context, Skip  # noqa: E402
 
 
 def load_scenarios():
+    registered = set()
     for f in sorted(HERE.glob("scenarios_*.py")):
-        importlib.import_module(f.stem)
+        mod = importlib.import_module(f.stem)
+        registered |= {getattr(fn, "__name__", "") for fn in SCENARIOS.values()}
+        # A function that takes just the scenario context but is not registered has lost its
+        # @scenario line (it once did, in a refactoring): it would silently never run.
+        for name, obj in vars(mod).items():
+            if (inspect.isfunction(obj) and obj.__module__ == mod.__name__ and
+                    list(inspect.signature(obj).parameters) == ["ctx"] and
+                    name not in registered):
+                raise SystemExit(f"{f.name}: {name}(ctx) looks like a scenario but has no "
+                                 "@scenario(...) line")
 
 
 class Testbed:

@@ -15,6 +15,7 @@ from uwserver import kernel_usbip_errors, kmsg_marker, start_server
 MNT = "/tmp/uw-mnt"
 
 
+@scenario("usbwire_storage_vhci")
 def usbwire_storage_vhci(ctx):
     """emu:storage through guest vhci: ext2, 64 MiB of random data, re-attach, checksums, image"""
     g = ctx.guest
