@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * usbwire bench -r HOST[:PORT] -b BUSID [--seconds S] [--sizes LIST] [--depths LIST] [--json]
+ * usbwire bench -r HOST[:PORT] -b BUSID [--seconds S | --count N] [--sizes LIST] [--depths LIST]
+ *               [--json]
  *
  * Measures, through the userspace client library, against a source/sink device (usbwire's
  * emu:sink or the kernel's usb_f_ss_lb gadget exported by usbip-host): control round trips
@@ -8,7 +9,9 @@
  * depth. Bulk OUT data follows the device's pattern (detected from its IN data) so a verifying
  * sink accepts it.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +37,7 @@ struct result {
 struct run {
 	uw_uclient *c;
 	double until;
+	uint64_t left; /* URBs still to submit; UINT64_MAX: until the deadline */
 	uint64_t ops, bytes, errors;
 	int outstanding;
 	bool stop;
@@ -56,33 +60,42 @@ static void on_done(uw_ureq *r)
 	} else {
 		run->errors++;
 	}
-	if (!run->stop && now_s() < run->until && uw_uclient_submit(run->c, r) == 0)
+	if (!run->stop && run->left > 0 && now_s() < run->until &&
+	    uw_uclient_submit(run->c, r) == 0) {
 		run->outstanding++;
+		if (run->left != UINT64_MAX)
+			run->left--;
+	}
 }
 
-/* Keeps depth copies of tmpl in flight for secs seconds; fills res. Returns false if the
- * connection failed. */
+/* Keeps depth copies of tmpl in flight for secs seconds, or, when count is not 0, until exactly
+ * count URBs have been submitted and answered (a workload of known size, whatever the speed);
+ * fills res. Returns false if the connection failed. */
 static bool measure(uw_uclient *c, const uw_ureq *tmpl, uint8_t *bufs, unsigned depth, double secs,
-                    struct result *res)
+                    uint64_t count, struct result *res)
 {
 	/* The requests outlive this call if the connection fails: uw_uclient_close() still
 	 * completes them, so they are static and their callbacks are cleared first. */
 	static uw_ureq reqs[MAX_DEPTH];
-	struct run run = {.c = c};
+	struct run run = {.c = c, .left = count ? count : UINT64_MAX};
 	double t0 = now_s();
-	run.until = t0 + secs;
-	for (unsigned i = 0; i < depth; i++) {
+	/* A counted run has no deadline: it ends when its URBs are answered (or the link fails). */
+	run.until = count ? HUGE_VAL : t0 + secs;
+	for (unsigned i = 0; i < depth && run.left > 0; i++) {
 		reqs[i] = *tmpl;
 		reqs[i].buf = tmpl->len ? bufs + (size_t)i * tmpl->len : NULL;
 		reqs[i].cb = on_done;
 		reqs[i].user = &run;
-		if (uw_uclient_submit(c, &reqs[i]) == 0)
+		if (uw_uclient_submit(c, &reqs[i]) == 0) {
 			run.outstanding++;
+			if (run.left != UINT64_MAX)
+				run.left--;
+		}
 	}
 	while (run.outstanding > 0) {
 		if (uw_uclient_poll(c, 1000) < 0)
 			break;
-		if (now_s() > run.until + 10) {
+		if (!count && now_s() > run.until + 10) {
 			run.stop = true;
 			for (unsigned i = 0; i < depth; i++)
 				uw_uclient_unlink(c, &reqs[i]);
@@ -127,6 +140,7 @@ static void bench_usage(FILE *f)
 	           "  -r, --remote HOST[:PORT]  the server\n"
 	           "  -b, --busid BUSID         a source/sink device (emu:sink, usb_f_ss_lb)\n"
 	           "  -s, --seconds S           per measurement (default 1)\n"
+	           "  -n, --count N             N URBs per measurement instead of a duration\n"
 	           "      --sizes LIST          bulk URB sizes (default 4k,64k,1m)\n"
 	           "      --depths LIST         queue depths (default 1,8,32)\n"
 	           "  -j, --json                machine-readable output\n");
@@ -144,16 +158,18 @@ int cmd_bench(int argc, char **argv)
 	    {"remote", required_argument, NULL, 'r'},  {"busid", required_argument, NULL, 'b'},
 	    {"seconds", required_argument, NULL, 's'}, {"sizes", required_argument, NULL, 'S'},
 	    {"depths", required_argument, NULL, 'D'},  {"json", no_argument, NULL, 'j'},
-	    {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+	    {"count", required_argument, NULL, 'n'},   {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *remote = NULL, *busid = NULL;
 	double secs = 1.0;
+	uint64_t count = 0;
 	bool json = false;
 	uint32_t sizes[MAX_LIST] = {4096, 65536, 1048576}, depths[MAX_LIST] = {1, 8, 32};
 	int nsizes = 3, ndepths = 3;
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "r:b:s:jh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "r:b:s:n:jh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
 			remote = optarg;
@@ -168,6 +184,17 @@ int cmd_bench(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'n': {
+			char *end;
+			errno = 0;
+			unsigned long long v = strtoull(optarg, &end, 10);
+			if (errno || *end || optarg[0] == '-' || v == 0 || v > 1000000000ULL) {
+				cli_err("bench: invalid --count \"%s\" (1..1000000000)", optarg);
+				return 2;
+			}
+			count = v;
+			break;
+		}
 		case 'S':
 			nsizes = parse_list(optarg, sizes, MAX_LIST, true);
 			if (nsizes <= 0) {
@@ -281,11 +308,16 @@ int cmd_bench(int argc, char **argv)
 		for (int i = 0; i < 512; i++)
 			if (bufs[i] != 0)
 				pattern = 1;
+	char per_test[48];
+	if (count)
+		snprintf(per_test, sizeof per_test, "%llu URBs", (unsigned long long)count);
+	else
+		snprintf(per_test, sizeof per_test, "%.1f s", secs);
 	if (!json)
 		printf("usbwire bench: %s %s (%04x:%04x, %s), bulk IN ep %u, OUT ep %u, "
-		       "pattern %d, %.1f s per test\n\n%-24s %8s %5s %12s %12s %7s\n",
+		       "pattern %d, %s per test\n\n%-24s %8s %5s %12s %12s %7s\n",
 		       remote, busid, dev.id_vendor, dev.id_product, uw_speed_name(dev.speed),
-		       ep_in, ep_out, pattern, secs, "test", "size", "depth", "rate", "throughput",
+		       ep_in, ep_out, pattern, per_test, "test", "size", "depth", "rate", "throughput",
 		       "errors");
 	struct result results[2 + 2 * MAX_LIST * MAX_LIST];
 	int nres = 0;
@@ -295,7 +327,7 @@ int cmd_bench(int argc, char **argv)
 		t.setup = (uw_setup){0x80, 6, 0x0100, 0, 18};
 		struct result *r = &results[nres++];
 		r->test = "control GET_DESCRIPTOR";
-		if (!measure(cl, &t, bufs, cdepth[i], secs, r))
+		if (!measure(cl, &t, bufs, cdepth[i], secs, count, r))
 			goto broken;
 		if (!json)
 			printf("%-24s %6u B %5u %8.0f/s %12s %7llu\n", r->test, 18, r->depth,
@@ -316,7 +348,7 @@ int cmd_bench(int argc, char **argv)
 				             .len = sizes[s]};
 				struct result *r = &results[nres++];
 				r->test = dir ? "bulk OUT" : "bulk IN";
-				if (!measure(cl, &t, bufs, depths[d], secs, r))
+				if (!measure(cl, &t, bufs, depths[d], secs, count, r))
 					goto broken;
 				char tp[32];
 				if (!json)
@@ -332,7 +364,10 @@ int cmd_bench(int argc, char **argv)
 		cli_json_str(remote);
 		printf(",\"busid\":");
 		cli_json_str(busid);
-		printf(",\"seconds\":%.3f,\"results\":[", secs);
+		if (count)
+			printf(",\"count\":%llu,\"results\":[", (unsigned long long)count);
+		else
+			printf(",\"seconds\":%.3f,\"results\":[", secs);
 		for (int i = 0; i < nres; i++) {
 			struct result *r = &results[i];
 			printf("%s{\"test\":\"%s\",\"size\":%u,\"depth\":%u,\"ops\":%llu,"

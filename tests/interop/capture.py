@@ -77,53 +77,80 @@ class Capture:
         self.iface = iface
         self.buffer_mb = int(buffer_mb)
         self.proc = None
+        self.probe = None
         self.log = self.path.with_suffix(".tshark.log")
         self.segmented = self.path.with_name(self.path.stem + "-1pdu.pcap")
 
-    def start(self, timeout=20):
+    def start(self, timeout=60):
         """Starts tshark and returns once it is capturing: a UDP probe to a loopback port that
         nothing listens on must have reached the file (the probes are not USB/IP and are ignored
-        by the analysis)."""
+        by the analysis). timeout is only a safety net for a tshark that never starts."""
         if not shutil.which("tshark"):
             raise CaptureUnavailable("tshark not found (apt-get install tshark)")
-        probe = _free_udp_port()
+        self.probe = _free_udp_port()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             self.path.unlink()
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 ["tshark", "-i", self.iface, "-q", "-B", str(self.buffer_mb),
-                 "-w", str(self.path), "-f", f"tcp port {self.port} or udp port {probe}"],
+                 "-w", str(self.path), "-f", f"tcp port {self.port} or udp port {self.probe}"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        if not self._probe_until(lambda: self._size() > 0, b"usbwire capture probe", timeout,
+                                 base_first=True):
+            self.stop(flush=False)
+            raise CaptureUnavailable(f"tshark did not start capturing in {timeout}s")
+
+    def _size(self):
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def _probe_until(self, ready, payload, timeout, base_first=False):
+        """Sends payload to the probe port until it is in the file (or tshark exits: raises,
+        or timeout: returns False). With base_first, waits for ready() (the file header)
+        before the first probe."""
         deadline = time.monotonic() + timeout
-        base = None
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             while True:
                 if self.proc.poll() is not None:
                     msg = self.log.read_text(errors="replace").strip()
                     self.proc = None
                     raise CaptureUnavailable(f"tshark exited: {msg}")
-                size = self.path.stat().st_size if self.path.exists() else 0
-                if base is None and size > 0:
-                    base = size  # the pcapng header is written: capturing has begun
-                elif base is not None and size > base:
-                    return
-                if base is not None:
-                    s.sendto(b"usbwire capture probe", ("127.0.0.1", probe))
+                if not base_first or ready():
+                    base_first = False
+                    if self._tail_has(payload):
+                        return True
+                    s.sendto(payload, ("127.0.0.1", self.probe))
                 if time.monotonic() > deadline:
-                    self.stop()
-                    raise CaptureUnavailable(f"tshark did not start capturing in {timeout}s")
+                    return False
                 time.sleep(0.05)
 
-    def stop(self):
-        """Stops tshark (SIGINT, so the file is complete). Safe to call twice."""
+    def _tail_has(self, payload, span=1 << 16):
+        """Whether payload is in the last span bytes of the file (the probe is the last packet
+        sent, and loopback packets reach the capture in the order they were sent)."""
+        size = self._size()
+        if not size:
+            return False
+        with open(self.path, "rb") as f:
+            f.seek(max(0, size - span))
+            return payload in f.read()
+
+    def stop(self, flush=True, timeout=120):
+        """Stops tshark (SIGINT, so the file is complete). Safe to call twice. With flush, first
+        waits until a marker packet sent after all the traffic is in the file, so every packet
+        before it is written too: a condition, not a pause. timeout is a safety net only."""
         if self.proc is None:
             return
-        # Let the last packets reach the file before tshark is told to stop.
-        time.sleep(0.3)
+        if flush:
+            marker = f"usbwire capture end {os.getpid()} {time.monotonic_ns()}".encode()
+            try:
+                self._probe_until(None, marker, timeout)
+            except CaptureUnavailable:
+                return
+        if self.proc is None:
+            return
         self.proc.send_signal(signal.SIGINT)
         try:
-            self.proc.wait(timeout=15)
+            self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()

@@ -61,7 +61,7 @@ class Gadget:
             f"rmdir strings/0x409; cd /; rmdir {p}")
         if self.vudc:
             return
-        self.guest.wait_for(f"[ ! -e /sys/bus/usb/devices/{self.busid} ]", timeout=10,
+        self.guest.wait_for(f"[ ! -e /sys/bus/usb/devices/{self.busid} ]", timeout=60,
                             what=f"{self.busid} to go away")
 
 
@@ -93,7 +93,7 @@ def host_bus_for_udc(guest, udc):
 
 def create_gadget(guest, name, functions, vid=0x1d6b, pid=0x0104, bcd_usb=0x0200,
                   manufacturer="usbwire", product="usbwire test gadget", serial="0001",
-                  modules=(), timeout=40, vudc=False):
+                  modules=(), timeout=90, vudc=False):
     """Creates and binds a gadget. functions: list of (instance name like "mass_storage.0",
     {attribute path: value}); a bytes value is written raw through the agent's stdin. Returns a
     Gadget once the device has enumerated on the dummy host side. With vudc=True the gadget is
@@ -209,7 +209,7 @@ def start_usbipd(guest, device=False, log="/tmp/usbipd.log"):
         running = []
     if not running:
         guest.spawn("exec usbipd -d" + (" --device" if device else ""), log)
-    guest.wait_for("netstat -ltn 2>/dev/null | grep -q ':3240 '", timeout=20,
+    guest.wait_for("netstat -ltn 2>/dev/null | grep -q ':3240 '", timeout=60,
                    what="usbipd to listen on 3240")
 
 
@@ -220,7 +220,7 @@ def stop_usbipd(guest):
 
 def bind(guest, busid):
     guest.check(f"usbip bind -b {busid}")
-    guest.wait_for(f"[ -e /sys/bus/usb/drivers/usbip-host/{busid} ]", timeout=10,
+    guest.wait_for(f"[ -e /sys/bus/usb/drivers/usbip-host/{busid} ]", timeout=60,
                    what=f"{busid} bound to usbip-host")
 
 

@@ -616,7 +616,7 @@ class Guest:
             raise GuestError("guest is not running")
         cmdb = cmd.encode()
         tmo_ms = int(timeout * 1000) if timeout else 0
-        s = socket.create_connection(("127.0.0.1", self.agent_port), timeout=10)
+        s = socket.create_connection(("127.0.0.1", self.agent_port), timeout=60)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.settimeout(timeout + 15 if timeout else None)
         send_err = []
@@ -675,7 +675,7 @@ class Guest:
                              f"stdout: {out.strip()}\nstderr: {err.strip()}")
         return out
 
-    def wait_for(self, condition, timeout=20, interval=0.05, what=None):
+    def wait_for(self, condition, timeout=60, interval=0.05, what=None):
         """Polls a shell condition in the guest (one agent call; the loop runs in the guest).
         Raises GuestError at timeout."""
         n = max(1, int(timeout / interval))

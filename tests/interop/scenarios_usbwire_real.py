@@ -635,7 +635,10 @@ def play_through_vhci(ctx, g, busid, label, pattern, cap_port):
     local = devs.attach_device(ctx, g, busid, AUDIO_VIDPID)
     card = wait_card(g, local, label)
     t0 = time.monotonic()
-    g.check(f"/usr/local/bin/aplay -q -D hw:{card},0 /tmp/uw-pattern.wav", timeout=120)
+    # A 1 s ALSA buffer: a guest descheduled for a moment (TCG on a loaded host) must not
+    # underrun, or the stream has a gap that says nothing about USB/IP.
+    g.check(f"/usr/local/bin/aplay -q --buffer-time=1000000 -D hw:{card},0 /tmp/uw-pattern.wav",
+            timeout=300)
     took = time.monotonic() - t0
     devs.detach_device(g, busid, local)
     summary = cap.check(require={"OP_REQ_IMPORT": 1, "CMD_SUBMIT": 1})
@@ -735,7 +738,10 @@ def capture_ramp(ctx, g, busid, label):
     raw = f"/tmp/uw-cap-{busid}.raw"
     ctx.defer(g.run, f"rm -f {raw}")
     t0 = time.monotonic()
-    g.check(f"/usr/local/bin/arecord -q -D hw:{card},0 -f S16_LE -c 2 -r {AUDIO_RATE} "
+    # A 1 s ALSA buffer, so that a guest descheduled for a moment does not overrun (see
+    # play_through_vhci).
+    g.check(f"/usr/local/bin/arecord -q --buffer-time=1000000 -D hw:{card},0 -f S16_LE -c 2 "
+            f"-r {AUDIO_RATE} "
             f"-d {CAPTURE_SECONDS} -t raw {raw}", timeout=120)
     took = time.monotonic() - t0
     data = g.read_file(raw)

@@ -24,7 +24,7 @@ class UsbwireServer:
         self.log_path = ctx.artifacts / f"usbwire-serve-{self.port}.log"
         self.proc = None
 
-    def start(self, timeout=20):
+    def start(self, timeout=60):
         args = [str(self.binary), "serve", "--listen", f"127.0.0.1:{self.port}"]
         for e in self.exports:
             args += ["--export", e]
@@ -51,7 +51,7 @@ class UsbwireServer:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, timeout=15):
+    def stop(self, timeout=60):
         """SIGTERM; asserts a clean exit (status 0, no sanitizer report)."""
         if self.proc is None:
             return

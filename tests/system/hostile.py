@@ -39,7 +39,7 @@ class Honest(threading.Thread):
 
     def run(self):
         try:
-            u = Urbs(self.port, SINK, timeout=15)
+            u = Urbs(self.port, SINK, timeout=60)
             u.set_configuration()
             self.ready.set()
             while not self.stop_flag:
@@ -68,7 +68,7 @@ class Ctx:
         """The server must close conn within 5 s without sending anything (beyond got_ok) and
         log exactly one warning about it that names field (a regex)."""
         try:
-            got = conn.wait_eof(5.0)
+            got = conn.wait_eof(60.0)
         finally:
             conn.close()
         check(got == got_ok, f"server sent {len(got)} unexpected bytes before closing: "
@@ -122,7 +122,7 @@ def row_truncated_import(ctx):
         c = Conn(ctx.port)
         c.send(full[:n])
         c.shutdown_write()
-        got = c.wait_eof(5.0)
+        got = c.wait_eof(60.0)
         c.close()
         check(got == b"", f"prefix of {n} bytes: server replied {got.hex()}")
     ctx.importable(SERIAL)  # no prefix left the device claimed
@@ -134,7 +134,7 @@ def row_truncated_devlist(ctx):
         c = Conn(ctx.port)
         c.send(full[:n])
         c.shutdown_write()
-        got = c.wait_eof(5.0)
+        got = c.wait_eof(60.0)
         c.close()
         check(got == b"", f"prefix of {n} bytes: server replied {got.hex()}")
 
@@ -142,7 +142,7 @@ def row_truncated_devlist(ctx):
 def row_unknown_busid(ctx):
     c = Conn(ctx.port)
     c.send(req_import("99-9"))
-    got = c.wait_eof(5.0)
+    got = c.wait_eof(60.0)
     c.close()
     check(got == op_common(OP_REP_IMPORT, ST_NODEV),
           f"want the 8-byte reply with status 4 (ST_NODEV) then close, got {got.hex()}")
@@ -151,7 +151,7 @@ def row_unknown_busid(ctx):
 def row_busy_busid(ctx):
     c = Conn(ctx.port)
     c.send(req_import(SINK))
-    got = c.wait_eof(5.0)
+    got = c.wait_eof(60.0)
     c.close()
     check(got == op_common(OP_REP_IMPORT, ST_DEV_BUSY),
           f"want the 8-byte reply with status 2 (ST_DEV_BUSY) then close, got {got.hex()}")
@@ -204,11 +204,13 @@ def row_bytewise_devlist(ctx):
 def row_silent(ctx):
     c = Conn(ctx.port)
     t0 = time.monotonic()
-    got = c.wait_eof(8.0)
+    got = c.wait_eof(120.0)
     dt = time.monotonic() - t0
     c.close()
     check(got == b"", f"server sent {got.hex()}")
-    check(1.5 <= dt <= 4.0, f"closed after {dt:.1f}s; the handshake deadline is 2s")
+    # Not before the deadline; after it, as soon as the server gets to it (an upper bound
+    # here would measure the machine's load, not the server).
+    check(dt >= 1.5, f"closed after {dt:.1f}s, before the handshake deadline of 2s")
     lines = ctx.lines_for(c.local)
     check(any("handshake" in l for l in lines), "no log line about the handshake deadline:\n"
           + "\n".join(lines))
@@ -237,7 +239,7 @@ def row_devlist_then_garbage(ctx):
     for _ in range(n):
         rec = c.recv_exact(312)
         c.recv_exact(4 * rec[311])
-    got = c.wait_eof(5.0)
+    got = c.wait_eof(60.0)
     c.close()
     check(got == b"", f"{len(got)} bytes after the device list")
 
@@ -433,6 +435,16 @@ def row_pipelined_5000(ctx):
     u.close()
 
 
+def socket_buffer_bytes():
+    """The most a loopback TCP connection can hold in flight: the receiver's largest buffer
+    (tcp_rmem max, reached by autotuning) and the sender's (tcp_wmem max)."""
+    total = 0
+    for name in ("tcp_rmem", "tcp_wmem"):
+        with open(f"/proc/sys/net/ipv4/{name}") as f:
+            total += int(f.read().split()[2])
+    return total
+
+
 def row_never_reads(ctx):
     """Streams pipelined READ(10)s from the storage device (each CBW followed by the bulk IN URBs
     of its 4 MiB data stage and the CSW) and never reads a reply. Every IN URB's 64 KiB buffer is
@@ -450,7 +462,11 @@ def row_never_reads(ctx):
     peak = 0
     u.sock.settimeout(3.0)
     seq = 1
-    while time.monotonic() - t0 < 20:
+    # Bounded by work, not time: twice as many bytes of requests as the kernel's socket
+    # buffers can hold, beyond what the 64 MiB budget lets the server take in; a server that is
+    # still reading then keeps no budget. (The wall-clock bound is only a safety net.)
+    max_cycles = 2 * socket_buffer_bytes() // (66 * 48) + 1000
+    while cycles < max_cycles and time.monotonic() - t0 < 600:
         cbw = struct.pack("<IIIBBB", 0x43425355, cycles + 1, 4 * MiB, 0x80, 0, 10) + \
             read10.ljust(16, b"\0")
         msg = [cmd_submit(seq, u.devid, DIR_OUT, 2, 31) + cbw]
@@ -495,7 +511,10 @@ def row_never_reads_sync(ctx):
     blocked = False
     peak = 0
     u.sock.settimeout(3.0)
-    while time.monotonic() - t0 < 20:
+    # Bounded by work: twice as many bytes of requests as the socket buffers can hold, beyond
+    # the budget's 1,024 URBs of 64 KiB (the wall-clock bound is only a safety net).
+    max_sent = 2 * socket_buffer_bytes() // 48 + 5000
+    while sent < max_sent and time.monotonic() - t0 < 600:
         batch = b"".join(cmd_submit(sent + i + 1, u.devid, DIR_IN, 0, 65535, setup)
                          for i in range(5000))
         try:
@@ -659,7 +678,7 @@ def run(tap, build, workdir, only_rows=None):
     ctx = Ctx(srv)
     honest = Honest(srv.port)
     honest.start()
-    honest.ready.wait(15)
+    honest.ready.wait(120)
     try:
         tap.ok(not honest.errors and honest.ready.is_set(), "hostile: honest session on 99-4 started",
                "; ".join(honest.errors))
@@ -671,7 +690,8 @@ def run(tap, build, workdir, only_rows=None):
             ctx.mark = len(srv.log())
             ok = tap.run(f"hostile {name}", fn, ctx)
             # After every row: the honest session progressed and the server lives.
-            deadline = time.monotonic() + 5
+            # A safety net only: progress is normally seen within milliseconds.
+            deadline = time.monotonic() + 60
             while honest.count <= last and time.monotonic() < deadline and not honest.errors:
                 time.sleep(0.01)
             problems = []

@@ -117,7 +117,7 @@ class Closed(Exception):
 class Conn:
     """One TCP connection to the server, with exact reads and deadline-bounded waits."""
 
-    def __init__(self, port, timeout=10.0):
+    def __init__(self, port, timeout=60.0):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
@@ -169,7 +169,7 @@ class Conn:
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
-    def wait_eof(self, timeout=5.0):
+    def wait_eof(self, timeout=60.0):
         """Reads until EOF/reset; returns the bytes received before it. Raises TimeoutError if
         the connection is still open after timeout."""
         got = self.buf
@@ -239,7 +239,7 @@ class Urbs(Conn):
     """An imported device: CMD_SUBMIT/CMD_UNLINK out, RET_SUBMIT/RET_UNLINK in, framed by what
     this side asked (direction of each seqnum)."""
 
-    def __init__(self, port, busid, timeout=10.0, retry_busy=3.0):
+    def __init__(self, port, busid, timeout=60.0, retry_busy=30.0):
         deadline = time.monotonic() + retry_busy
         while True:
             super().__init__(port, timeout)
@@ -403,7 +403,7 @@ class Server:
         self.proc = None
         self.port = None
 
-    def start(self, timeout=20):
+    def start(self, timeout=120):
         with open(self.image, "wb") as f:
             f.truncate(self.image_mb << 20)
         exports = self.exports or [f"emu:storage,file={self.image}", "emu:keyboard",
@@ -473,7 +473,7 @@ class Server:
                 return text[start:start + 3000]
         return None
 
-    def stop(self, timeout=10):
+    def stop(self, timeout=60):
         """SIGTERM. Returns a list of problems: exit status, time, sanitizer reports."""
         problems = []
         if self.proc is None:
