@@ -1008,8 +1008,8 @@ static void test_per_peer_cap(void)
 		}
 	}
 	t_ok(open == 16 && closed == made - open,
-	     "per-peer: 127.0.0.2 keeps 16 connections (%d), the other %d are closed at once",
-	     open, closed);
+	     "per-peer: 127.0.0.2 keeps 16 connections (%d), the other %d are closed at once", open,
+	     closed);
 	int lines = log_count(mark, "refused", NULL);
 	t_ok(lines >= 1 && lines <= 2, "per-peer: %d refusals make %d log lines, not one each",
 	     closed, lines);
@@ -1085,11 +1085,127 @@ static void test_emfile(void)
 	for (int i = 0; i < CLIENTS; i++)
 		if (devlist_answered(cl[i]))
 			served++;
-	t_ok(served == CLIENTS, "emfile: once descriptors are free, the queued clients are served "
-	                        "(%d of %d)",
+	t_ok(served == CLIENTS,
+	     "emfile: once descriptors are free, the queued clients are served "
+	     "(%d of %d)",
 	     served, CLIENTS);
 	for (int i = 0; i < CLIENTS; i++)
 		close(cl[i]);
+}
+
+/* srv3: at most 2 connections per address, refusals summarised every 200 ms. */
+static uw_server *srv3;
+static int srv3_port;
+
+static void add_listener3(void *arg)
+{
+	*(int *)arg = uw_server_add_listener(srv3, *(int *)arg);
+}
+
+static void add_conn3(void *arg)
+{
+	uw_server_add_connection(srv3, (int)(intptr_t)arg);
+}
+
+static int tcp_connect_to(int port, int from)
+{
+	int keep = srv2_port;
+	srv2_port = port;
+	int fd = tcp_connect(from);
+	srv2_port = keep;
+	return fd;
+}
+
+struct blocker {
+	atomic_int running, release;
+};
+static void block_loop(void *arg)
+{
+	struct blocker *b = arg;
+	b->running = 1;
+	while (!b->release) {
+		struct timespec ts = {0, 100000};
+		nanosleep(&ts, NULL);
+	}
+}
+
+static void test_peer_limit_details(void)
+{
+	struct uw_server_config cfg = {.loop = loop,
+	                               .log = {capture_log, NULL, UW_LOG_DEBUG},
+	                               .max_per_peer = 2,
+	                               .log_interval_ms = 200};
+	srv3 = uw_server_new(&cfg);
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof a;
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(lfd, 64) < 0 ||
+	    getsockname(lfd, (struct sockaddr *)&a, &al) < 0)
+		abort();
+	srv3_port = ntohs(a.sin_port);
+	int rc = lfd;
+	on_loop(add_listener3, &rc);
+
+	/* Refusals: the first logged at once, the rest as one line with their count. */
+	size_t mark = log_mark();
+	int held[2], extra[5];
+	for (int i = 0; i < 2; i++) {
+		held[i] = tcp_connect_to(srv3_port, 4);
+		send_all(held[i], "\x01", 1);
+	}
+	int refused = 0;
+	for (int i = 0; i < 5; i++) {
+		extra[i] = tcp_connect_to(srv3_port, 4);
+		if (closed_within(extra[i], 3000))
+			refused++;
+		close(extra[i]);
+	}
+	t_ok(refused == 5, "peer limit 2: the next 5 connections are closed at once (%d)", refused);
+	for (int i = 0; i < 500 && !log_count(mark, "refused 4 connections from 127.0.0.4", NULL);
+	     i++) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	t_ok(log_count(mark, "127.0.0.4", "refused") == 2 &&
+	         log_count(mark,
+	                   "refused 4 connections from 127.0.0.4 over the per-peer limit (2) "
+	                   "in the last 1 s",
+	                   NULL) == 1,
+	     "peer limit 2: the first refusal is logged, then one line counts the other 4");
+
+	/* A client that closes and at once reconnects is not refused for its closed connections,
+	 * even when the new connection is accepted before the old ones' hang-ups are handled. */
+	struct blocker b = {0, 0};
+	uw_loop_post(loop, block_loop, &b);
+	while (!b.running) {
+		struct timespec ts = {0, 100000};
+		nanosleep(&ts, NULL);
+	}
+	int again = tcp_connect_to(srv3_port, 4);
+	for (int i = 0; i < 2; i++)
+		close(held[i]);
+	b.release = 1;
+	t_ok(again >= 0 && devlist_answered(again),
+	     "peer limit 2: after closing both, a new connection from the same address is served");
+	if (again >= 0)
+		close(again);
+
+	/* Peers without an IP address are not limited. */
+	int un[3], served = 0;
+	for (int i = 0; i < 3; i++) {
+		int sv[2];
+		socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+		fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+		uw_loop_post(loop, add_conn3, (void *)(intptr_t)sv[0]);
+		send_all(sv[1], "\x01", 1);
+		un[i] = sv[1];
+	}
+	for (int i = 0; i < 3; i++) {
+		if (!closed_within(un[i], 200))
+			served++;
+		close(un[i]);
+	}
+	t_ok(served == 3, "peer limit 2: 3 unix-socket connections are all kept (%d)", served);
 }
 
 int main(void)
@@ -1128,11 +1244,13 @@ int main(void)
 	test_per_peer_cap();
 	test_first_byte();
 	test_emfile();
+	test_peer_limit_details();
 
 	uw_loop_stop(loop);
 	pthread_join(loop_thread, NULL);
 	uw_server_free(srv);
 	uw_server_free(srv2);
+	uw_server_free(srv3);
 	uw_loop_free(loop);
 	return t_done();
 }
