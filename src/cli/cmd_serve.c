@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -71,9 +73,68 @@ static void serve_usage(FILE *f)
 	fprintf(f, "                              %-34s %s\n", "usb:VID:PID[:SERIAL]",
 	        "every matching local device, also those plugged in later");
 	fprintf(f, "      --handshake-timeout S seconds a client has to send its request (10)\n"
-	           "      --max-sessions N      connections at once (256)\n"
+	           "      --first-byte-timeout S\n"
+	           "                            seconds a new connection has to send its first\n"
+	           "                            byte (3)\n"
+	           "      --max-sessions N      connections at once (256; lowered to what the\n"
+	           "                            open-file limit allows)\n"
+	           "      --max-per-peer N      connections at once from one IP address (16;\n"
+	           "                            unix-socket peers are not limited)\n"
 	           "  -v, --verbose             log every connection\n"
 	           "  -q, --quiet               log only warnings and errors\n");
+}
+
+/* Descriptors open now (0 if /proc is not there). */
+static unsigned open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return 0;
+	unsigned n = 0;
+	for (struct dirent *e; (e = readdir(d));)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n ? n - 1 : 0; /* not counting the directory's own */
+}
+
+/*
+ * Every session holds one descriptor; the rest of the process needs some too (listeners, the
+ * loop, the signalfd, image files, libusb and the devices it opens, later hot-plugged ones).
+ * Raises the soft RLIMIT_NOFILE toward what max_sessions needs (up to the hard limit), and
+ * lowers max_sessions to what is left of the limit otherwise, saying so once: past the limit
+ * accept() fails and connections wait in the backlog instead of being served or refused.
+ */
+static unsigned clamp_sessions(unsigned max_sessions, bool given, size_t nlisten, size_t nexport,
+                               const uw_logger *log)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return max_sessions;
+	unsigned base = open_fds();
+	if (base < 3)
+		base = 3;
+	/* loop, post queue, signalfd; two listeners per --listen; two per device; 32 spare */
+	rlim_t headroom = (rlim_t)base + 3 + 2 * (nlisten ? nlisten : 1) + 2 * nexport + 32;
+	rlim_t want = (rlim_t)max_sessions + headroom;
+	if (rl.rlim_cur < want) {
+		struct rlimit up = rl;
+		up.rlim_cur =
+		    rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+		if (up.rlim_cur > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &up) == 0)
+			rl = up;
+	}
+	if (rl.rlim_cur >= want)
+		return max_sessions;
+	unsigned n = rl.rlim_cur > headroom ? (unsigned)(rl.rlim_cur - headroom) : 1;
+	uw_logf(log, UW_LOG_WARN,
+	        "--max-sessions %u%s is more than the open-file limit allows (%llu, of which about "
+	        "%llu are kept for listeners, devices and the log): serving at most %u "
+	        "connections at once; raise the limit (ulimit -n, or LimitNOFILE= for a systemd "
+	        "service) to serve more",
+	        max_sessions, given ? "" : " (the default)", (unsigned long long)rl.rlim_cur,
+	        (unsigned long long)headroom, n);
+	return n;
 }
 
 static void on_stopped(void *arg)
@@ -106,6 +167,8 @@ int cmd_serve(int argc, char **argv)
 	    {"export", required_argument, NULL, 'e'},
 	    {"handshake-timeout", required_argument, NULL, 'H'},
 	    {"max-sessions", required_argument, NULL, 'M'},
+	    {"max-per-peer", required_argument, NULL, 'P'},
+	    {"first-byte-timeout", required_argument, NULL, 'F'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},
@@ -115,7 +178,8 @@ int cmd_serve(int argc, char **argv)
 	const char *exports[256];
 	size_t nlisten = 0, nexport = 0;
 	int level = UW_LOG_INFO;
-	unsigned handshake = 10, max_sessions = 256;
+	unsigned handshake = 10, max_sessions = 256, max_per_peer = 16, first_byte = 3;
+	bool sessions_given = false;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "l:e:vqh", opts, NULL)) != -1) {
@@ -135,7 +199,9 @@ int cmd_serve(int argc, char **argv)
 			exports[nexport++] = optarg;
 			break;
 		case 'H':
-		case 'M': {
+		case 'M':
+		case 'P':
+		case 'F': {
 			char *end;
 			unsigned long v = strtoul(optarg, &end, 10);
 			if (*end || v == 0 || v > 100000) {
@@ -144,8 +210,14 @@ int cmd_serve(int argc, char **argv)
 			}
 			if (c == 'H')
 				handshake = (unsigned)v;
-			else
+			if (c == 'M') {
 				max_sessions = (unsigned)v;
+				sessions_given = true;
+			}
+			if (c == 'P')
+				max_per_peer = (unsigned)v;
+			if (c == 'F')
+				first_byte = (unsigned)v;
 			break;
 		}
 		case 'v':
@@ -170,12 +242,15 @@ int cmd_serve(int argc, char **argv)
 	struct serve_state st = {.sigfd = -1};
 	cli_logger(&st.log, level);
 	signal(SIGPIPE, SIG_IGN);
+	max_sessions = clamp_sessions(max_sessions, sessions_given, nlisten, nexport, &st.log);
 	st.loop = uw_loop_new();
 	struct uw_server_config cfg = {
 	    .loop = st.loop,
 	    .log = st.log,
 	    .handshake_ms = handshake * 1000,
 	    .max_sessions = max_sessions,
+	    .max_per_peer = max_per_peer,
+	    .first_byte_ms = first_byte * 1000,
 	};
 	st.srv = st.loop ? uw_server_new(&cfg) : NULL;
 	if (!st.srv) {

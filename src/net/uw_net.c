@@ -90,6 +90,36 @@ void uw_net_peer_name(int fd, char *buf, size_t len)
 		fmt_addr((struct sockaddr *)&ss, buf, len);
 }
 
+size_t uw_net_peer_addr(int fd, uint8_t addr[16], char *name, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	if (len)
+		snprintf(name, len, "local");
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+		return 0;
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)&ss;
+		memcpy(addr, &in->sin_addr, 4);
+	} else if (ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)&ss;
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+			memcpy(addr, in6->sin6_addr.s6_addr + 12,
+			       4); /* ::ffff:a.b.c.d is a.b.c.d */
+		} else {
+			memcpy(addr, &in6->sin6_addr, 16);
+			if (len)
+				inet_ntop(AF_INET6, addr, name, (socklen_t)len);
+			return 16;
+		}
+	} else {
+		return 0;
+	}
+	if (len)
+		inet_ntop(AF_INET, addr, name, (socklen_t)len);
+	return 4;
+}
+
 void uw_net_sock_name(int fd, char *buf, size_t len)
 {
 	struct sockaddr_storage ss;

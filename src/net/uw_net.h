@@ -46,6 +46,11 @@ int uw_net_tune(int fd);
 void uw_net_peer_name(int fd, char *buf, size_t len);
 void uw_net_sock_name(int fd, char *buf, size_t len);
 
+/* The peer's IP address without the port, IPv4-mapped IPv6 (::ffff:a.b.c.d) as IPv4: writes
+ * its 4 or 16 bytes to addr and its text ("10.0.0.1", "2001:db8::1") to name, and returns 4 or
+ * 16. Returns 0 (name "local") for a peer without an IP address: unix sockets, socketpairs. */
+size_t uw_net_peer_addr(int fd, uint8_t addr[16], char *name, size_t len);
+
 /* Send/receive exactly n bytes on a socket, within timeout_ms for the whole transfer.
  * Returns 0, UW_E_CLOSED (peer closed before n bytes), UW_E_TIMEOUT or UW_E_IO. */
 int uw_net_send_all(int fd, const void *buf, size_t n, int timeout_ms);

@@ -16,11 +16,13 @@
 #include "uw_server.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -37,6 +39,8 @@
 #define POOL_MIN_SHIFT    12 /* 4 KiB: smaller buffers come from malloc */
 #define POOL_CLASSES      13 /* 4 KiB .. 16 MiB */
 #define POOL_MAX_BYTES    (32u << 20)
+#define PEER_HASH         64u
+#define ACCEPT_RETRY_MS   1000u /* listeners paused for lack of fds: try again after this */
 
 struct pool_buf {
 	struct pool_buf *next;
@@ -63,6 +67,19 @@ struct pool_buf {
 
 struct session;
 struct listener;
+
+/* One IP address with connections open, or with refusals being counted for the log. */
+struct peer {
+	struct peer *next; /* hash chain */
+	uint8_t addr[16];
+	size_t alen; /* 4 or 16 */
+	char name[48];
+	unsigned sessions;    /* open now (counted until the session is freed) */
+	struct session *list; /* those sessions, through pnext/pprev */
+	uint64_t refused;     /* over the per-peer limit, not logged yet */
+	bool quiet;           /* a refusal was logged this interval: count the rest */
+	bool hold;            /* in use by the code on the stack: not freed */
+};
 
 /* One reply on the output queue: a header plus up to n parts of payload. */
 struct out_item {
@@ -116,6 +133,9 @@ struct session {
 	char peer[64];
 	enum sess_state st;
 	uw_timer *hs_timer;
+	uw_timer *fb_timer; /* first-byte deadline, until the first byte arrives */
+	struct peer *ip;    /* NULL for peers without an IP address */
+	struct session *pnext, *pprev;
 	struct export *exp;
 	uint32_t devid;
 
@@ -169,6 +189,15 @@ struct uw_server {
 	 * transfer. Power-of-two classes from POOL_MIN to UW_MAX_TRANSFER_LEN, capped in bytes. */
 	struct pool_buf *pool[POOL_CLASSES];
 	size_t pool_bytes;
+	/* Connection limits (docs/architecture.md, "Connection limits"). */
+	struct peer *peers[PEER_HASH];
+	uw_timer *rl_timer;    /* runs once per log interval while refusals are being counted */
+	uint64_t full_refused; /* over max_sessions, not logged yet */
+	bool full_quiet;
+	uint64_t accept_fails; /* accept() out of fds, not logged yet */
+	bool accept_quiet;
+	bool accept_paused;     /* listeners not watched: out of file descriptors */
+	uw_timer *accept_timer; /* retries accepting while paused */
 };
 
 #define LOG(srv, lvl, ...) uw_logf(&(srv)->cfg.log, lvl, __VA_ARGS__)
@@ -179,6 +208,8 @@ static void session_leave(struct session *s);
 static void queue_item(struct session *s, struct out_item *it);
 static void check_shutdown_done(uw_server *srv);
 static void export_drop(uw_server *srv, struct export *e);
+static void peer_unlink(uw_server *srv, struct session *s);
+static void accept_resume(uw_server *srv);
 
 /* ---- Small helpers ------------------------------------------------------------------------- */
 
@@ -954,6 +985,10 @@ static void session_read(struct session *s)
 				return; /* a paused parse holds a full buffer */
 			k = recv(s->fd, s->rbuf + s->rlen, RBUF_SIZE - s->rlen, 0);
 			if (k > 0) {
+				if (s->fb_timer) {
+					uw_loop_timer_cancel(s->srv->cfg.loop, s->fb_timer);
+					s->fb_timer = NULL;
+				}
 				s->rlen += (size_t)k;
 				process_rbuf(s);
 				continue;
@@ -1066,6 +1101,8 @@ static void session_end(struct session *s, const char *why)
 	s->st = S_DEAD;
 	uw_loop_timer_cancel(srv->cfg.loop, s->hs_timer);
 	s->hs_timer = NULL;
+	uw_loop_timer_cancel(srv->cfg.loop, s->fb_timer);
+	s->fb_timer = NULL;
 	uw_loop_del_fd(srv->cfg.loop, s->fd);
 	close(s->fd);
 	s->fd = -1;
@@ -1116,11 +1153,13 @@ static void session_leave(struct session *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	srv->stats.sessions--;
+	peer_unlink(srv, s);
 	pthread_mutex_destroy(&s->cq_lock);
 	free(s->rbuf);
 	free(s);
 	if (!srv->sessions)
 		pool_drain(srv);
+	accept_resume(srv); /* a descriptor and a session slot are free again */
 	check_shutdown_done(srv);
 }
 
@@ -1163,20 +1202,222 @@ static void on_handshake_timeout(void *arg)
 	session_leave(s);
 }
 
+static void on_first_byte_timeout(void *arg)
+{
+	struct session *s = arg;
+	s->fb_timer = NULL;
+	s->depth++;
+	char why[96];
+	snprintf(why, sizeof why, "nothing received within the first byte deadline (%u ms)",
+	         s->srv->cfg.first_byte_ms);
+	session_end(s, why);
+	s->depth--;
+	session_leave(s);
+}
+
 struct listener {
 	uw_server *srv;
 	int fd;
 };
 
+/* ---- Connection limits ------------------------------------------------------------------- */
+
+static unsigned interval_s(const uw_server *srv)
+{
+	return (srv->cfg.log_interval_ms + 999) / 1000;
+}
+
+static struct peer **peer_slot(uw_server *srv, const uint8_t *addr, size_t alen)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < alen; i++)
+		h = (h ^ addr[i]) * 16777619u;
+	struct peer **pp = &srv->peers[h % PEER_HASH];
+	while (*pp && ((*pp)->alen != alen || memcmp((*pp)->addr, addr, alen)))
+		pp = &(*pp)->next;
+	return pp;
+}
+
+/* Frees p once nothing needs it: no session, no refusal count pending, nobody holding it. */
+static void peer_put(uw_server *srv, struct peer *p)
+{
+	if (p->sessions || p->quiet || p->hold)
+		return;
+	struct peer **pp = peer_slot(srv, p->addr, p->alen);
+	*pp = p->next;
+	free(p);
+}
+
+static void peer_unlink(uw_server *srv, struct session *s)
+{
+	struct peer *p = s->ip;
+	if (!p)
+		return;
+	if (s->pprev)
+		s->pprev->pnext = s->pnext;
+	else
+		p->list = s->pnext;
+	if (s->pnext)
+		s->pnext->pprev = s->pprev;
+	s->ip = NULL;
+	p->sessions--;
+	peer_put(srv, p);
+}
+
+/* Once per log interval while refusals are being counted: one line per kind with the count. */
+static void rl_tick(void *arg)
+{
+	uw_server *srv = arg;
+	srv->rl_timer = NULL;
+	bool again = false;
+	unsigned secs = interval_s(srv);
+	for (unsigned b = 0; b < PEER_HASH; b++) {
+		for (struct peer *p = srv->peers[b], *next; p; p = next) {
+			next = p->next;
+			if (!p->quiet)
+				continue;
+			if (p->refused) {
+				LOG(srv, UW_LOG_WARN,
+				    "refused %llu connections from %s over the per-peer limit (%u) "
+				    "in the last %u s",
+				    (unsigned long long)p->refused, p->name, srv->cfg.max_per_peer,
+				    secs);
+				p->refused = 0;
+				again = true;
+			} else {
+				p->quiet = false;
+				peer_put(srv, p);
+			}
+		}
+	}
+	if (srv->full_quiet) {
+		if (srv->full_refused) {
+			LOG(srv, UW_LOG_WARN,
+			    "refused %llu connections over the session limit (%u) in the last %u s",
+			    (unsigned long long)srv->full_refused, srv->cfg.max_sessions, secs);
+			srv->full_refused = 0;
+			again = true;
+		} else {
+			srv->full_quiet = false;
+		}
+	}
+	if (srv->accept_quiet) {
+		if (srv->accept_fails) {
+			LOG(srv, UW_LOG_WARN,
+			    "accept: out of file descriptors %llu more times in the last %u s",
+			    (unsigned long long)srv->accept_fails, secs);
+			srv->accept_fails = 0;
+			again = true;
+		} else {
+			srv->accept_quiet = false;
+		}
+	}
+	if (again)
+		srv->rl_timer =
+		    uw_loop_timer_add(srv->cfg.loop, srv->cfg.log_interval_ms, rl_tick, srv);
+}
+
+/* Starts counting instead of logging, for one interval. */
+static void rl_start(uw_server *srv)
+{
+	if (!srv->rl_timer)
+		srv->rl_timer =
+		    uw_loop_timer_add(srv->cfg.loop, srv->cfg.log_interval_ms, rl_tick, srv);
+}
+
+/* p is at its limit: lets p's sessions whose client has already hung up end now (their hang-up
+ * may still be waiting in this loop round), so that a client that closes and reconnects at once
+ * is not refused for its own closed connections. */
+static void peer_reap(struct peer *p)
+{
+	struct pollfd pf[64];
+	struct session *ss[64];
+	nfds_t n = 0;
+	for (struct session *s = p->list; s && n < 64; s = s->pnext) {
+		if (s->fd < 0)
+			continue;
+		pf[n] = (struct pollfd){s->fd, POLLIN | POLLRDHUP, 0};
+		ss[n++] = s;
+	}
+	if (n == 0 || poll(pf, n, 0) <= 0)
+		return;
+	for (nfds_t i = 0; i < n; i++) {
+		short ev = pf[i].revents;
+		if (!(ev & (POLLRDHUP | POLLHUP | POLLERR)))
+			continue;
+		/* Handled as the loop would: pending requests first, then the end of stream. Only
+		 * ss[i] itself can be freed by this. */
+		on_session_io(ss[i], UW_EV_IN | UW_EV_HUP | (ev & POLLERR ? UW_EV_ERR : 0u));
+	}
+}
+
+/* Closes fd at once, logging the first refusal of a kind per interval and counting the rest. */
+static int refuse(uw_server *srv, int fd, const char *peer, struct peer *p)
+{
+	srv->stats.refused++;
+	close(fd);
+	if (p && p->quiet) {
+		p->refused++;
+	} else if (p) {
+		LOG(srv, UW_LOG_WARN,
+		    "%s: refused: %u connections from %s already, the per-peer limit (further "
+		    "refusals are counted and logged once per %u s)",
+		    peer, p->sessions, p->name, interval_s(srv));
+		p->quiet = true;
+		rl_start(srv);
+	} else if (srv->full_quiet) {
+		srv->full_refused++;
+	} else {
+		LOG(srv, UW_LOG_WARN,
+		    "%s: refused: %u connections open, the session limit (further refusals are "
+		    "counted and logged once per %u s)",
+		    peer, srv->stats.sessions, interval_s(srv));
+		srv->full_quiet = true;
+		rl_start(srv);
+	}
+	return UW_E_LIMIT;
+}
+
 int uw_server_add_connection(uw_server *srv, int fd)
 {
-	char peer[64];
+	char peer[64], ipname[48];
+	uint8_t addr[16];
 	uw_net_peer_name(fd, peer, sizeof peer);
-	if (srv->shutting_down || srv->stats.sessions >= srv->cfg.max_sessions) {
-		LOG(srv, UW_LOG_WARN, "%s: refused: %s", peer,
-		    srv->shutting_down ? "shutting down" : "too many connections");
+	if (srv->shutting_down) {
+		LOG(srv, UW_LOG_WARN, "%s: refused: shutting down", peer);
+		srv->stats.refused++;
 		close(fd);
 		return UW_E_LIMIT;
+	}
+	size_t alen = uw_net_peer_addr(fd, addr, ipname, sizeof ipname);
+	struct peer *p = NULL;
+	if (alen) {
+		struct peer **pp = peer_slot(srv, addr, alen);
+		p = *pp;
+		if (!p) {
+			p = calloc(1, sizeof *p);
+			if (!p) {
+				close(fd);
+				LOG(srv, UW_LOG_ERR, "%s: refused: out of memory", peer);
+				return UW_E_NOMEM;
+			}
+			memcpy(p->addr, addr, alen);
+			p->alen = alen;
+			snprintf(p->name, sizeof p->name, "%s", ipname);
+			*pp = p;
+		}
+		if (p->sessions >= srv->cfg.max_per_peer) {
+			p->hold = true;
+			peer_reap(p);
+			p->hold = false;
+		}
+		if (p->sessions >= srv->cfg.max_per_peer)
+			return refuse(srv, fd, peer, p);
+	}
+	if (srv->stats.sessions >= srv->cfg.max_sessions) {
+		if (p)
+			peer_put(srv, p);
+		return refuse(srv, fd, peer, NULL);
 	}
 	uw_net_tune(fd);
 	struct session *s = calloc(1, sizeof *s);
@@ -1185,6 +1426,8 @@ int uw_server_add_connection(uw_server *srv, int fd)
 		free(s);
 		free(rbuf);
 		close(fd);
+		if (p)
+			peer_put(srv, p);
 		LOG(srv, UW_LOG_ERR, "%s: refused: out of memory", peer);
 		return UW_E_NOMEM;
 	}
@@ -1203,28 +1446,94 @@ int uw_server_add_connection(uw_server *srv, int fd)
 		free(rbuf);
 		free(s);
 		close(fd);
+		if (p)
+			peer_put(srv, p);
 		return rc;
 	}
 	s->hs_timer =
 	    uw_loop_timer_add(srv->cfg.loop, srv->cfg.handshake_ms, on_handshake_timeout, s);
+	if (srv->cfg.first_byte_ms < srv->cfg.handshake_ms)
+		s->fb_timer = uw_loop_timer_add(srv->cfg.loop, srv->cfg.first_byte_ms,
+		                                on_first_byte_timeout, s);
 	s->next = srv->sessions;
 	if (srv->sessions)
 		srv->sessions->prev = s;
 	srv->sessions = s;
+	if (p) {
+		s->ip = p;
+		s->pnext = p->list;
+		if (p->list)
+			p->list->pprev = s;
+		p->list = s;
+		p->sessions++;
+	}
 	srv->stats.sessions++;
 	srv->stats.accepted++;
 	LOG(srv, UW_LOG_DEBUG, "%s: connected", peer);
 	return UW_OK;
 }
 
+static void accept_watch(uw_server *srv, uint32_t ev)
+{
+	for (size_t i = 0; i < srv->nl; i++)
+		uw_loop_mod_fd(srv->cfg.loop, srv->lfds[i], ev);
+}
+
+static void accept_retry(void *arg)
+{
+	uw_server *srv = arg;
+	srv->accept_timer = NULL;
+	accept_resume(srv);
+}
+
+/* accept() found no descriptor for the next connection, which stays in the backlog: polling the
+ * (level-triggered) listener again would report it again at once, so stop watching it until a
+ * session ends or ACCEPT_RETRY_MS have passed. */
+static void accept_pause(uw_server *srv, int err)
+{
+	accept_watch(srv, 0);
+	srv->accept_paused = true;
+	if (!srv->accept_timer)
+		srv->accept_timer =
+		    uw_loop_timer_add(srv->cfg.loop, ACCEPT_RETRY_MS, accept_retry, srv);
+	if (srv->accept_quiet) {
+		srv->accept_fails++;
+		return;
+	}
+	struct rlimit rl = {0, 0};
+	getrlimit(RLIMIT_NOFILE, &rl);
+	char lim[32] = "unlimited";
+	if (rl.rlim_cur != RLIM_INFINITY)
+		snprintf(lim, sizeof lim, "%llu", (unsigned long long)rl.rlim_cur);
+	LOG(srv, UW_LOG_WARN,
+	    "accept: %s (%u connections open, open-file limit %s): not accepting until a "
+	    "connection closes; raise the limit (ulimit -n) or lower --max-sessions",
+	    strerror(err), srv->stats.sessions, lim);
+	srv->accept_quiet = true;
+	rl_start(srv);
+}
+
+static void accept_resume(uw_server *srv)
+{
+	if (!srv->accept_paused)
+		return;
+	srv->accept_paused = false;
+	uw_loop_timer_cancel(srv->cfg.loop, srv->accept_timer);
+	srv->accept_timer = NULL;
+	accept_watch(srv, UW_EV_IN);
+}
+
 static void accept_on(uw_server *srv, int lfd)
 {
-	for (int i = 0; i < 64; i++) {
+	for (int i = 0; i < 64 && !srv->accept_paused; i++) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
-				LOG(srv, UW_LOG_WARN, "accept: %s", strerror(errno));
+			int err = errno;
+			if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM)
+				accept_pause(srv, err);
+			else if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR &&
+			         err != ECONNABORTED)
+				LOG(srv, UW_LOG_WARN, "accept: %s", strerror(err));
 			return;
 		}
 		uw_server_add_connection(srv, fd);
@@ -1269,6 +1578,12 @@ uw_server *uw_server_new(const struct uw_server_config *cfg)
 		srv->cfg.max_bytes = 64u << 20;
 	if (!srv->cfg.max_sessions)
 		srv->cfg.max_sessions = 256;
+	if (!srv->cfg.max_per_peer)
+		srv->cfg.max_per_peer = 16;
+	if (!srv->cfg.first_byte_ms)
+		srv->cfg.first_byte_ms = 3000;
+	if (!srv->cfg.log_interval_ms)
+		srv->cfg.log_interval_ms = 10000;
 	return srv;
 }
 
@@ -1378,6 +1693,9 @@ static void close_listeners(uw_server *srv)
 		free(srv->listeners[i]);
 	}
 	srv->nl = 0;
+	srv->accept_paused = false;
+	uw_loop_timer_cancel(srv->cfg.loop, srv->accept_timer);
+	srv->accept_timer = NULL;
 }
 
 void uw_server_shutdown(uw_server *srv, unsigned timeout_ms, uw_task_fn done, void *arg)
@@ -1438,11 +1756,20 @@ void uw_server_free(uw_server *srv)
 			close(s->fd);
 		}
 		uw_loop_timer_cancel(srv->cfg.loop, s->hs_timer);
+		uw_loop_timer_cancel(srv->cfg.loop, s->fb_timer);
 		pthread_mutex_destroy(&s->cq_lock);
 		free(s->rbuf);
 		free(s);
 	}
 	pool_drain(srv);
+	uw_loop_timer_cancel(srv->cfg.loop, srv->rl_timer);
+	for (unsigned b = 0; b < PEER_HASH; b++) {
+		while (srv->peers[b]) {
+			struct peer *p = srv->peers[b];
+			srv->peers[b] = p->next;
+			free(p);
+		}
+	}
 	free(srv->exports);
 	free(srv);
 }

@@ -26,6 +26,14 @@ struct uw_server_config {
 	unsigned max_urbs;     /* URBs in flight per session before reading pauses (1024) */
 	size_t max_bytes;      /* URB buffer bytes per session before reading pauses (64 MiB) */
 	unsigned max_sessions; /* connections at once (256) */
+	/* Connections at once from one IP address (16); IPv4-mapped IPv6 counts as its IPv4
+	 * address. Peers without an IP address (unix sockets, socketpairs) are not limited. */
+	unsigned max_per_peer;
+	/* Deadline for a connection's first byte (3000); none when not below handshake_ms. */
+	unsigned first_byte_ms;
+	/* Refusals and accept() failures: the first is logged, the rest are counted and logged
+	 * as one line per interval of this length (10000). */
+	unsigned log_interval_ms;
 };
 
 /** uw_server_new() - a server on cfg->loop. Returns NULL on allocation failure. */
@@ -45,7 +53,12 @@ int uw_server_add_device(uw_server *s, uw_dev *d);
  */
 int uw_server_remove_device(uw_server *s, uw_dev *d);
 
-/** uw_server_add_listener() - accept connections on fd (takes ownership). Returns 0 or uw_err. */
+/**
+ * uw_server_add_listener() - accept connections on fd (takes ownership). Returns 0 or uw_err.
+ * Connections over max_sessions or max_per_peer are closed at once. When accept() runs out of
+ * file descriptors (EMFILE, ENFILE), the listeners are not watched until a session ends or a
+ * second has passed: the connections wait in the kernel's backlog.
+ */
 int uw_server_add_listener(uw_server *s, int fd);
 
 /**
@@ -70,6 +83,7 @@ struct uw_server_stats {
 	unsigned imported;        /* devices imported now */
 	uint64_t accepted;        /* connections ever */
 	uint64_t protocol_errors; /* connections closed for bad input */
+	uint64_t refused;         /* connections closed at once: over a limit, shutting down */
 	uint64_t urbs;            /* URBs completed */
 };
 void uw_server_get_stats(const uw_server *s, struct uw_server_stats *out);

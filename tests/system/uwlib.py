@@ -390,7 +390,7 @@ class Storage:
 class Server:
     """usbwire serve on a free 127.0.0.1 port with the four standard exports; stderr kept."""
 
-    def __init__(self, build, workdir, name, extra=(), image_mb=4, exports=None):
+    def __init__(self, build, workdir, name, extra=(), image_mb=4, exports=None, wrap=()):
         self.binary = Path(build) / "src/cli/usbwire"
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -400,6 +400,7 @@ class Server:
         self.extra = list(extra)
         self.image_mb = image_mb
         self.exports = exports
+        self.wrap = list(wrap)  # a command that execs the server (prlimit ...): same pid
         self.proc = None
         self.port = None
 
@@ -414,7 +415,7 @@ class Server:
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         for attempt in range(5):
             self.port = free_port()
-            args = [str(self.binary), "serve", "--listen", f"127.0.0.1:{self.port}"]
+            args = self.wrap + [str(self.binary), "serve", "--listen", f"127.0.0.1:{self.port}"]
             for e in exports:
                 args += ["--export", e]
             args += self.extra

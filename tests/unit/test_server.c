@@ -20,6 +20,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -852,6 +855,359 @@ static void test_drain_half_close(void)
 	close(fd);
 }
 
+/* ---- Connection limits: a second server on the same loop, over TCP on 127.0.0.1 ----------- */
+
+/* srv2 has the default limits (handshake 10 s, 256 sessions) and no device; its log lines are
+ * kept for the tests to count. */
+static uw_server *srv2;
+static int srv2_port;
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char log_text[1 << 16];
+static size_t log_len;
+
+static void capture_log(void *user, int level, const char *line)
+{
+	(void)user;
+	(void)level;
+	pthread_mutex_lock(&log_lock);
+	size_t n = strlen(line);
+	if (log_len + n + 2 < sizeof log_text) {
+		memcpy(log_text + log_len, line, n);
+		log_len += n;
+		log_text[log_len++] = '\n';
+		log_text[log_len] = 0;
+	}
+	pthread_mutex_unlock(&log_lock);
+}
+
+/* Log lines (so far, from offset from) that contain every one of the words (NULL-terminated). */
+static int log_count(size_t from, const char *w1, const char *w2)
+{
+	int n = 0;
+	pthread_mutex_lock(&log_lock);
+	for (char *p = log_text + (from < log_len ? from : log_len), *nl; *p; p = nl + 1) {
+		nl = strchr(p, '\n');
+		*nl = 0;
+		if (strstr(p, w1) && (!w2 || strstr(p, w2)))
+			n++;
+		*nl = '\n';
+	}
+	pthread_mutex_unlock(&log_lock);
+	return n;
+}
+
+static size_t log_mark(void)
+{
+	pthread_mutex_lock(&log_lock);
+	size_t n = log_len;
+	pthread_mutex_unlock(&log_lock);
+	return n;
+}
+
+static void add_listener2(void *arg)
+{
+	*(int *)arg = uw_server_add_listener(srv2, *(int *)arg);
+}
+
+static void start_srv2(void)
+{
+	struct uw_server_config cfg = {.loop = loop, .log = {capture_log, NULL, UW_LOG_DEBUG}};
+	srv2 = uw_server_new(&cfg);
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof a;
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(lfd, 512) < 0 ||
+	    getsockname(lfd, (struct sockaddr *)&a, &al) < 0)
+		abort();
+	srv2_port = ntohs(a.sin_port);
+	int rc = lfd;
+	on_loop(add_listener2, &rc);
+	if (rc != UW_OK)
+		abort();
+}
+
+/* A TCP connection to srv2 from source address 127.0.0.<from> (blocking), or -1. */
+static int tcp_connect(int from)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in src = {.sin_family = AF_INET,
+	                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK + (uint32_t)from - 1)};
+	struct sockaddr_in dst = {.sin_family = AF_INET,
+	                          .sin_port = htons((uint16_t)srv2_port),
+	                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (fd < 0)
+		return -1;
+	if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0 ||
+	    connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* OP_REQ_DEVLIST on fd: true if the (empty) device list comes back. */
+static bool devlist_answered(int fd)
+{
+	uint8_t req[8], rep[12];
+	uw_op_common_encode(req, sizeof req, UW_OP_REQ_DEVLIST, 0);
+	return send_all(fd, req, sizeof req) == 0 && recv_all(fd, rep, sizeof rep) == 0 &&
+	       rep[2] == 0x00 && rep[3] == 0x05 && rep[8] == 0 && rep[11] == 0;
+}
+
+/* True if fd was closed by the server (EOF or reset) within ms; false if it is still open. */
+static bool closed_within(int fd, int ms)
+{
+	struct pollfd pf = {fd, POLLIN, 0};
+	if (poll(&pf, 1, ms) <= 0)
+		return false;
+	uint8_t b;
+	ssize_t k = recv(fd, &b, 1, MSG_DONTWAIT);
+	return k == 0 || (k < 0 && errno == ECONNRESET);
+}
+
+/* One host holding every session slot with idle connections (each has sent one byte, so no
+ * first-byte deadline helps) must not lock out another host; the excess is closed at once and
+ * the refusals are not logged one line each. */
+static void test_per_peer_cap(void)
+{
+	enum { N = 300 };
+	static int fds[N];
+	size_t mark = log_mark();
+	int made = 0;
+	for (int i = 0; i < N; i++) {
+		fds[i] = tcp_connect(2);
+		if (fds[i] >= 0 && send_all(fds[i], "\x01", 1) == 0)
+			made++;
+	}
+	t_ok(made == N, "per-peer: %d of %d connections from 127.0.0.2 made", made, N);
+	int fd = tcp_connect(1);
+	t_ok(fd >= 0 && devlist_answered(fd),
+	     "per-peer: with %d idle connections from 127.0.0.2, 127.0.0.1 is still served", N);
+	if (fd >= 0)
+		close(fd);
+	/* Closed ones show up as readable (EOF); the rest are open once 2 s pass without one. */
+	static struct pollfd pf[N];
+	int closed = 0, open = -1;
+	for (int round = 0; round < 1000; round++) {
+		int n = 0;
+		for (int i = 0; i < N; i++)
+			if (fds[i] >= 0)
+				pf[n++] = (struct pollfd){fds[i], POLLIN, 0};
+		if (poll(pf, (nfds_t)n, 2000) <= 0) {
+			open = n;
+			break;
+		}
+		for (int i = 0, k = 0; i < N; i++) {
+			if (fds[i] < 0)
+				continue;
+			if (pf[k++].revents && closed_within(fds[i], 0)) {
+				close(fds[i]);
+				fds[i] = -1;
+				closed++;
+			}
+		}
+	}
+	t_ok(open == 16 && closed == made - open,
+	     "per-peer: 127.0.0.2 keeps 16 connections (%d), the other %d are closed at once", open,
+	     closed);
+	int lines = log_count(mark, "refused", NULL);
+	t_ok(lines >= 1 && lines <= 2, "per-peer: %d refusals make %d log lines, not one each",
+	     closed, lines);
+	for (int i = 0; i < N; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+/* A connection that never sends a byte is closed well before the handshake deadline (10 s on
+ * srv2); one that has sent a byte is not closed by that. */
+static void test_first_byte(void)
+{
+	size_t mark = log_mark();
+	int spoke = tcp_connect(3);
+	int silent = tcp_connect(3);
+	if (!t_ok(silent >= 0 && spoke >= 0, "first byte: connected"))
+		return;
+	send_all(spoke, "\x01", 1);
+	t_ok(closed_within(silent, 8000),
+	     "first byte: a connection that sends nothing is closed before the handshake deadline");
+	t_ok(log_count(mark, "first byte", NULL) == 1,
+	     "first byte: one log line names the first-byte deadline");
+	t_ok(!closed_within(spoke, 0), "first byte: a connection that has sent a byte stays open");
+	close(silent);
+	close(spoke);
+}
+
+/* At the process's file limit accept() fails with EMFILE while the connection stays queued:
+ * the listener must not be polled again and again (it spun, one log line per pass), and once
+ * descriptors are free again the queued connections are served. */
+static void test_emfile(void)
+{
+	enum { CLIENTS = 3, MAXFILL = 4096 };
+	struct rlimit old, low;
+	getrlimit(RLIMIT_NOFILE, &old);
+	low = old;
+	if (low.rlim_cur > 1024)
+		low.rlim_cur = 1024;
+	setrlimit(RLIMIT_NOFILE, &low);
+	int cl[CLIENTS];
+	for (int i = 0; i < CLIENTS; i++)
+		cl[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	static int fill[MAXFILL];
+	int nfill = 0;
+	while (nfill < MAXFILL && (fill[nfill] = dup(0)) >= 0)
+		nfill++;
+	size_t mark = log_mark();
+	struct sockaddr_in dst = {.sin_family = AF_INET,
+	                          .sin_port = htons((uint16_t)srv2_port),
+	                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	bool conn = true;
+	for (int i = 0; i < CLIENTS; i++)
+		conn = conn && connect(cl[i], (struct sockaddr *)&dst, sizeof dst) == 0;
+	t_ok(conn && errno == EMFILE, "emfile: %d descriptors filled, %d clients queued", nfill,
+	     CLIENTS);
+	for (int i = 0; i < 500 && log_count(mark, "Too many open files", NULL) == 0; i++) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	uint64_t before = uw_loop_dispatched(loop);
+	struct timespec wait = {0, 300 * 1000000};
+	nanosleep(&wait, NULL);
+	uint64_t woken = uw_loop_dispatched(loop) - before;
+	int lines = log_count(mark, "Too many open files", NULL);
+	t_ok(lines >= 1 && lines <= 2 && woken < 20,
+	     "emfile: the listener is not polled again and again (%llu wake-ups in 300 ms, %d "
+	     "log lines)",
+	     (unsigned long long)woken, lines);
+	while (nfill)
+		close(fill[--nfill]);
+	setrlimit(RLIMIT_NOFILE, &old);
+	int served = 0;
+	for (int i = 0; i < CLIENTS; i++)
+		if (devlist_answered(cl[i]))
+			served++;
+	t_ok(served == CLIENTS,
+	     "emfile: once descriptors are free, the queued clients are served "
+	     "(%d of %d)",
+	     served, CLIENTS);
+	for (int i = 0; i < CLIENTS; i++)
+		close(cl[i]);
+}
+
+/* srv3: at most 2 connections per address, refusals summarised every 200 ms. */
+static uw_server *srv3;
+static int srv3_port;
+
+static void add_listener3(void *arg)
+{
+	*(int *)arg = uw_server_add_listener(srv3, *(int *)arg);
+}
+
+static void add_conn3(void *arg)
+{
+	uw_server_add_connection(srv3, (int)(intptr_t)arg);
+}
+
+static int tcp_connect_to(int port, int from)
+{
+	int keep = srv2_port;
+	srv2_port = port;
+	int fd = tcp_connect(from);
+	srv2_port = keep;
+	return fd;
+}
+
+struct blocker {
+	atomic_int running, release;
+};
+static void block_loop(void *arg)
+{
+	struct blocker *b = arg;
+	b->running = 1;
+	while (!b->release) {
+		struct timespec ts = {0, 100000};
+		nanosleep(&ts, NULL);
+	}
+}
+
+static void test_peer_limit_details(void)
+{
+	struct uw_server_config cfg = {.loop = loop,
+	                               .log = {capture_log, NULL, UW_LOG_DEBUG},
+	                               .max_per_peer = 2,
+	                               .log_interval_ms = 200};
+	srv3 = uw_server_new(&cfg);
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof a;
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(lfd, 64) < 0 ||
+	    getsockname(lfd, (struct sockaddr *)&a, &al) < 0)
+		abort();
+	srv3_port = ntohs(a.sin_port);
+	int rc = lfd;
+	on_loop(add_listener3, &rc);
+
+	/* Refusals: the first logged at once, the rest as one line with their count. */
+	size_t mark = log_mark();
+	int held[2], extra[5];
+	for (int i = 0; i < 2; i++) {
+		held[i] = tcp_connect_to(srv3_port, 4);
+		send_all(held[i], "\x01", 1);
+	}
+	int refused = 0;
+	for (int i = 0; i < 5; i++) {
+		extra[i] = tcp_connect_to(srv3_port, 4);
+		if (closed_within(extra[i], 3000))
+			refused++;
+		close(extra[i]);
+	}
+	t_ok(refused == 5, "peer limit 2: the next 5 connections are closed at once (%d)", refused);
+	for (int i = 0; i < 500 && !log_count(mark, "refused 4 connections from 127.0.0.4", NULL);
+	     i++) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	t_ok(log_count(mark, "127.0.0.4", "refused") == 2 &&
+	         log_count(mark,
+	                   "refused 4 connections from 127.0.0.4 over the per-peer limit (2) "
+	                   "in the last 1 s",
+	                   NULL) == 1,
+	     "peer limit 2: the first refusal is logged, then one line counts the other 4");
+
+	/* A client that closes and at once reconnects is not refused for its closed connections,
+	 * even when the new connection is accepted before the old ones' hang-ups are handled. */
+	struct blocker b = {0, 0};
+	uw_loop_post(loop, block_loop, &b);
+	while (!b.running) {
+		struct timespec ts = {0, 100000};
+		nanosleep(&ts, NULL);
+	}
+	int again = tcp_connect_to(srv3_port, 4);
+	for (int i = 0; i < 2; i++)
+		close(held[i]);
+	b.release = 1;
+	t_ok(again >= 0 && devlist_answered(again),
+	     "peer limit 2: after closing both, a new connection from the same address is served");
+	if (again >= 0)
+		close(again);
+
+	/* Peers without an IP address are not limited. */
+	int un[3], served = 0;
+	for (int i = 0; i < 3; i++) {
+		int sv[2];
+		socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+		fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+		uw_loop_post(loop, add_conn3, (void *)(intptr_t)sv[0]);
+		send_all(sv[1], "\x01", 1);
+		un[i] = sv[1];
+	}
+	for (int i = 0; i < 3; i++) {
+		if (!closed_within(un[i], 200))
+			served++;
+		close(un[i]);
+	}
+	t_ok(served == 3, "peer limit 2: 3 unix-socket connections are all kept (%d)", served);
+}
+
 int main(void)
 {
 	loop = uw_loop_new();
@@ -884,10 +1240,17 @@ int main(void)
 	test_unread_replies();
 	test_uclient();
 	test_drain_half_close();
+	start_srv2();
+	test_per_peer_cap();
+	test_first_byte();
+	test_emfile();
+	test_peer_limit_details();
 
 	uw_loop_stop(loop);
 	pthread_join(loop_thread, NULL);
 	uw_server_free(srv);
+	uw_server_free(srv2);
+	uw_server_free(srv3);
 	uw_loop_free(loop);
 	return t_done();
 }
