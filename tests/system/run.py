@@ -5,7 +5,7 @@ raw USB/IP client, the stock `usbip` tool, tshark and usbwire's own client comma
 
     python3 tests/system/run.py --build build-test [--tap] [TEST ...]
 
-TESTs: hostile, tools, tshark, cli, shutdown, persistence (default: all). `hostile:WORDS` runs
+TESTs: hostile, tools, tshark, cli, shutdown, persistence, transports (default: all). `hostile:WORDS` runs
 only the hostile rows whose name contains WORDS. Output is TAP; the exit status is non-zero when a
 point failed. See tests/system/README.md.
 """
@@ -23,6 +23,7 @@ sys.path.insert(0, str(HERE))
 
 import hostile  # noqa: E402
 import others  # noqa: E402
+import transports  # noqa: E402
 from tap import Tap  # noqa: E402
 
 TESTS = {
@@ -32,6 +33,7 @@ TESTS = {
     "cli": others.test_cli,
     "shutdown": others.test_shutdown,
     "persistence": others.test_persistence,
+    "transports": transports.test_transports,
 }
 
 
