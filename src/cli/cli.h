@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "uw_addr.h"
 #include "uw_log.h"
 
 #define UW_VERSION "0.1.0"
@@ -39,7 +40,9 @@ void cli_logger(uw_logger *lg, int level);
 /* Prints "usbwire: " + message to stderr. */
 __attribute__((format(printf, 1, 2))) void cli_err(const char *fmt, ...);
 /* Parses "HOST[:PORT]" for -r; prints an error and returns false if it is not valid. */
-bool cli_host_port(const char *arg, char *host, size_t cap, uint16_t *port);
+/* Parses a client address (uw_addr.h: HOST[:PORT], [IPV6]:PORT, tcp:, unix:, vsock:,
+ * fc-vsock:); prints why and returns false when it is not one. */
+bool cli_addr(const char *arg, uw_addr *a);
 /* The USB-IF name of a class code ("Mass Storage"), or NULL for 0 and unknown codes. */
 const char *cli_class_name(uint8_t c);
 /* Writes s as a JSON string literal (quotes and escapes) to stdout. */

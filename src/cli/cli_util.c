@@ -39,10 +39,11 @@ void cli_err(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-bool cli_host_port(const char *arg, char *host, size_t cap, uint16_t *port)
+bool cli_addr(const char *arg, uw_addr *a)
 {
-	if (uw_net_split_hostport(arg, UW_DEFAULT_PORT, host, cap, port) != 0 || !host[0]) {
-		cli_err("invalid address \"%s\" (expected HOST, HOST:PORT, [IPV6]:PORT)", arg);
+	char err[512];
+	if (uw_addr_parse(arg, false, a, err, sizeof err) != 0) {
+		cli_err("%s", err);
 		return false;
 	}
 	return true;

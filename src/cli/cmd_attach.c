@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * usbwire attach -r HOST[:PORT] -b BUSID [--json] [--persist]
+ * usbwire attach -r ADDR -b BUSID [--json] [--persist]
  *
  * Imports a device (OP_REQ_IMPORT) and hands the connected socket to vhci-hcd through sysfs on a
  * free port of the device's speed (USB 2 hub below SuperSpeed, USB 3 hub from it), trying the
@@ -38,8 +38,9 @@
 
 struct opts {
 	const char *remote;
-	char host[256];
-	uint16_t port;
+	uw_addr addr;
+	char host[UW_ADDR_PATH_MAX + 300]; /* TCP: the host; else the whole address */
+	uint16_t port;                     /* TCP: the port; else 0 */
 	const char *busid;
 	int timeout_ms;
 	bool json, persist;
@@ -219,7 +220,7 @@ static int attach_once(const struct opts *o, struct attached *a, bool keep_fd, c
 	}
 	int fd;
 	char why[512];
-	int rc = uw_net_connect(o->host, o->port, o->timeout_ms, &fd, why, sizeof why);
+	int rc = uw_addr_connect(&o->addr, o->timeout_ms, &fd, why, sizeof why);
 	if (rc) {
 		snprintf(err, errlen, "%s", why);
 		return rc;
@@ -282,7 +283,10 @@ static void print_attached(const struct opts *o, const struct attached *a)
 	}
 	printf("{\"port\":%u,\"hub\":\"%s\",\"host\":", a->port, cli_vhci_hub_name(a->hub));
 	cli_json_str(o->host);
-	printf(",\"remote_port\":%u,\"busid\":", o->port);
+	if (o->port)
+		printf(",\"remote_port\":%u,\"busid\":", o->port);
+	else
+		printf(",\"remote_port\":null,\"busid\":");
 	cli_json_str(o->busid);
 	printf(",\"devid\":%u,\"speed\":%u,\"speed_name\":\"%s\",\"vendor_id\":\"%04x\","
 	       "\"product_id\":\"%04x\",\"recorded\":%s}\n",
@@ -504,8 +508,10 @@ stop_detached:
 
 static void attach_usage(FILE *f)
 {
-	fprintf(f, "usage: usbwire attach -r HOST[:PORT] -b BUSID [--json] [--persist]\n"
-	           "  -r, --remote HOST[:PORT]  the USB/IP server (port 3240)\n"
+	fprintf(f, "usage: usbwire attach -r ADDR -b BUSID [--json] [--persist]\n"
+	           "  -r, --remote ADDR        the server: HOST[:PORT] (port 3240), unix:PATH, "
+	           "vsock:CID:PORT,\n"
+	           "                           fc-vsock:PATH:PORT\n"
 	           "  -b, --busid BUSID         the device ('usbwire list -r HOST' shows them)\n"
 	           "  -p, --persist             stay in the foreground; re-attach whenever the\n"
 	           "                            device drops (backoff 1 s .. 60 s); SIGINT or\n"
@@ -565,8 +571,15 @@ int cmd_attach(int argc, char **argv)
 		cli_err("attach: invalid busid \"%s\" (1 to 31 characters, no blanks)", o.busid);
 		return 2;
 	}
-	if (!cli_host_port(o.remote, o.host, sizeof o.host, &o.port))
+	if (!cli_addr(o.remote, &o.addr))
 		return 2;
+	if (o.addr.kind == UW_ADDR_TCP) {
+		snprintf(o.host, sizeof o.host, "%s", o.addr.host);
+		o.port = (uint16_t)o.addr.port;
+	} else {
+		uw_addr_format(&o.addr, o.host, sizeof o.host);
+		o.port = 0;
+	}
 	if (o.persist)
 		return persist(&o);
 	if (!cli_vhci_check_loaded("attach"))

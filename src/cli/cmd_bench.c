@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * usbwire bench -r HOST[:PORT] -b BUSID [--seconds S | --count N] [--sizes LIST] [--depths LIST]
+ * usbwire bench -r ADDR -b BUSID [--seconds S | --count N] [--sizes LIST] [--depths LIST]
  *               [--json]
  *
  * Measures, through the userspace client library, against a source/sink device (usbwire's
@@ -136,14 +136,16 @@ static int parse_list(const char *s, uint32_t *out, int max, bool sizes)
 
 static void bench_usage(FILE *f)
 {
-	fprintf(f, "usage: usbwire bench -r HOST[:PORT] -b BUSID [OPTIONS]\n"
-	           "  -r, --remote HOST[:PORT]  the server\n"
-	           "  -b, --busid BUSID         a source/sink device (emu:sink, usb_f_ss_lb)\n"
-	           "  -s, --seconds S           per measurement (default 1)\n"
-	           "  -n, --count N             N URBs per measurement instead of a duration\n"
-	           "      --sizes LIST          bulk URB sizes (default 4k,64k,1m)\n"
-	           "      --depths LIST         queue depths (default 1,8,32)\n"
-	           "  -j, --json                machine-readable output\n");
+	fprintf(
+	    f,
+	    "usage: usbwire bench -r ADDR -b BUSID [OPTIONS]\n"
+	    "  -r, --remote ADDR        the server: HOST[:PORT], unix:PATH, vsock:CID:PORT, ...\n"
+	    "  -b, --busid BUSID         a source/sink device (emu:sink, usb_f_ss_lb)\n"
+	    "  -s, --seconds S           per measurement (default 1)\n"
+	    "  -n, --count N             N URBs per measurement instead of a duration\n"
+	    "      --sizes LIST          bulk URB sizes (default 4k,64k,1m)\n"
+	    "      --depths LIST         queue depths (default 1,8,32)\n"
+	    "  -j, --json                machine-readable output\n");
 }
 
 static const char *human(double bytes_per_s, char *buf, size_t n)
@@ -227,13 +229,13 @@ int cmd_bench(int argc, char **argv)
 		bench_usage(stderr);
 		return 2;
 	}
-	char host[256], err[512];
-	uint16_t port;
-	if (!cli_host_port(remote, host, sizeof host, &port))
+	char err[512];
+	uw_addr addr;
+	if (!cli_addr(remote, &addr))
 		return 2;
 	uw_uclient *cl;
 	uw_usb_device dev;
-	int rc = uw_uclient_open(host, port, busid, 5000, &cl, &dev, err, sizeof err);
+	int rc = uw_uclient_open(&addr, busid, 5000, &cl, &dev, err, sizeof err);
 	if (rc) {
 		cli_err("bench: %s %s: %s", remote, busid, err);
 		return 1;

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * usbwire info -r HOST[:PORT] -b BUSID [--json]   a remote device's descriptors, like lsusb -v
+ * usbwire info -r ADDR -b BUSID [--json]   a remote device's descriptors, like lsusb -v
  *
  * Imports the device with the userspace client (nothing reaches the local kernel), reads the
  * device descriptor, every configuration, the strings (LANGID 0x0409 if the device has it, else
@@ -477,16 +477,20 @@ static void print_qualifier(struct info *in, const uint8_t *q, int n)
 
 static void info_usage(FILE *f)
 {
-	fprintf(f, "usage: usbwire info -r HOST[:PORT] -b BUSID [--json]\n"
-	           "  -r, --remote HOST[:PORT]  the USB/IP server (port 3240)\n"
+	fprintf(f, "usage: usbwire info -r ADDR -b BUSID [--json]\n"
+	           "  -r, --remote ADDR        the server: HOST[:PORT] (port 3240), unix:PATH, "
+	           "vsock:CID:PORT,\n"
+	           "                           fc-vsock:PATH:PORT\n"
 	           "  -b, --busid BUSID         the device\n"
 	           "  -j, --json                machine-readable output\n"
 	           "  -t, --timeout S           seconds to wait for the server (5)\n");
 }
 
-static int run_info(struct info *in, const char *remote, const char *host, uint16_t port,
-                    const char *busid, const uw_usb_device *rec)
+static int run_info(struct info *in, const char *remote, const uw_addr *a, const char *busid,
+                    const uw_usb_device *rec)
 {
+	char where[UW_ADDR_PATH_MAX + 300];
+	uw_addr_format(a, where, sizeof where);
 	uint8_t dd_raw[UW_DEVICE_DESC_LEN];
 	uw_device_desc dd;
 	uw_desc_err de = {0};
@@ -521,8 +525,13 @@ static int run_info(struct info *in, const char *remote, const char *host, uint1
 	char b1[16], b2[16];
 	if (in->json) {
 		printf("{\"remote\":");
-		cli_json_str(host);
-		printf(",\"port\":%u,\"busid\":", port);
+		if (a->kind == UW_ADDR_TCP) {
+			cli_json_str(a->host);
+			printf(",\"port\":%u,\"busid\":", a->port);
+		} else {
+			cli_json_str(where);
+			printf(",\"port\":null,\"busid\":");
+		}
 		cli_json_str(busid);
 		printf(",\"speed\":%u,\"speed_name\":\"%s\",\"busnum\":%u,\"devnum\":%u,"
 		       "\"langid\":\"%04x\",\"device\":{\"bcdUSB\":\"%s\",\"bDeviceClass\":%u,"
@@ -542,11 +551,10 @@ static int run_info(struct info *in, const char *remote, const char *host, uint1
 		cli_json_str(ser);
 		printf("},\"configurations\":[");
 	} else {
-		printf(
-		    "usbip://%s%s%s:%u/%s: ID %04x:%04x %s %s (%s, remote bus %03u device %03u)\n",
-		    strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port, busid,
-		    dd.id_vendor, dd.id_product, mfr, prod, uw_speed_name(rec->speed), rec->busnum,
-		    rec->devnum);
+		printf("%s%s/%s: ID %04x:%04x %s %s (%s, remote bus %03u device %03u)\n",
+		       a->kind == UW_ADDR_TCP ? "usbip://" : "", where, busid, dd.id_vendor,
+		       dd.id_product, mfr, prod, uw_speed_name(rec->speed), rec->busnum,
+		       rec->devnum);
 		printf("Device Descriptor:\n");
 		tline(2, "bLength", UW_DEVICE_DESC_LEN, NULL);
 		tline(2, "bDescriptorType", UW_DT_DEVICE, NULL);
@@ -680,17 +688,17 @@ int cmd_info(int argc, char **argv)
 		info_usage(stderr);
 		return 2;
 	}
-	char host[256], err[512];
-	uint16_t port;
-	if (!cli_host_port(remote, host, sizeof host, &port))
+	char err[512];
+	uw_addr addr;
+	if (!cli_addr(remote, &addr))
 		return 2;
 	uw_usb_device rec;
-	int rc = uw_uclient_open(host, port, busid, timeout_ms, &in.c, &rec, err, sizeof err);
+	int rc = uw_uclient_open(&addr, busid, timeout_ms, &in.c, &rec, err, sizeof err);
 	if (rc) {
 		cli_err("info: %s %s: %s", remote, busid, err);
 		return 1;
 	}
-	int status = run_info(&in, remote, host, port, busid, &rec);
+	int status = run_info(&in, remote, &addr, busid, &rec);
 	uw_uclient_close(in.c);
 	return status;
 }

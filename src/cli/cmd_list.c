@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * usbwire list -r HOST[:PORT] [--json]   devices a server exports
+ * usbwire list -r ADDR [--json]         devices a server exports
  * usbwire list -l [--json]               local USB devices (real devices, through libusb)
  */
 #include <getopt.h>
@@ -97,7 +97,10 @@ static void print_json(const char *host, uint16_t port, const uw_devlist *l)
 {
 	printf("{\"host\":");
 	cli_json_str(host);
-	printf(",\"port\":%u,\"devices\":[", port);
+	if (port) /* 0: not a TCP address (unix:, vsock:, fc-vsock:), named whole in host */
+		printf(",\"port\":%u,\"devices\":[", port);
+	else
+		printf(",\"port\":null,\"devices\":[");
 	for (size_t i = 0; i < l->n; i++) {
 		const uw_usb_device *d = &l->devs[i].dev;
 		printf("%s{\"busid\":", i ? "," : "");
@@ -259,15 +262,18 @@ static int list_local(bool json, const char *const *rules_text, size_t nrules)
 
 static void list_usage(FILE *f)
 {
-	fprintf(f, "usage: usbwire list -r HOST[:PORT] [--json]\n"
-	           "       usbwire list -l [--json] [--export usb:SPEC]...\n"
-	           "  -r, --remote HOST[:PORT]  devices a USB/IP server exports (port 3240)\n"
-	           "  -l, --local               USB devices on this machine (sysfs), with who\n"
-	           "                            holds each one\n"
-	           "  -e, --export usb:SPEC     with -l: mark the devices this rule of `usbwire\n"
-	           "                            serve` selects (repeatable)\n"
-	           "  -j, --json                machine-readable output\n"
-	           "  -t, --timeout S           seconds to wait for the server (5)\n");
+	fprintf(
+	    f,
+	    "usage: usbwire list -r ADDR [--json]\n"
+	    "       usbwire list -l [--json] [--export usb:SPEC]...\n"
+	    "  -r, --remote ADDR        devices a USB/IP server exports: HOST[:PORT] (port 3240),\n"
+	    "                           unix:PATH, vsock:CID:PORT, fc-vsock:PATH:PORT\n"
+	    "  -l, --local               USB devices on this machine (sysfs), with who\n"
+	    "                            holds each one\n"
+	    "  -e, --export usb:SPEC     with -l: mark the devices this rule of `usbwire\n"
+	    "                            serve` selects (repeatable)\n"
+	    "  -j, --json                machine-readable output\n"
+	    "  -t, --timeout S           seconds to wait for the server (5)\n");
 }
 
 int cmd_list(int argc, char **argv)
@@ -327,12 +333,15 @@ int cmd_list(int argc, char **argv)
 	}
 	if (local)
 		return list_local(json, rules, nrules);
-	char host[256], err[512];
-	uint16_t port;
-	if (!cli_host_port(remote, host, sizeof host, &port))
+	char err[512], where[UW_ADDR_PATH_MAX + 300];
+	uw_addr addr;
+	if (!cli_addr(remote, &addr))
 		return 2;
+	uw_addr_format(&addr, where, sizeof where);
+	const char *host = addr.kind == UW_ADDR_TCP ? addr.host : where;
+	uint16_t port = addr.kind == UW_ADDR_TCP ? (uint16_t)addr.port : 0;
 	int fd;
-	if (uw_net_connect(host, port, timeout_ms, &fd, err, sizeof err)) {
+	if (uw_addr_connect(&addr, timeout_ms, &fd, err, sizeof err)) {
 		cli_err("list: %s", err);
 		return 1;
 	}

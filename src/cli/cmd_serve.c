@@ -18,6 +18,7 @@
 #include "cli.h"
 #include "uw_emu.h"
 #include "uw_loop.h"
+#include "uw_addr.h"
 #include "uw_net.h"
 #include "uw_server.h"
 #include "uw_usbhost.h"
@@ -56,11 +57,14 @@ static void serve_usage(FILE *f)
 {
 	fprintf(
 	    f,
-	    "usage: usbwire serve [--listen ADDR[:PORT]]... [--export SPEC]... [OPTIONS]\n"
+	    "usage: usbwire serve [--listen ADDR]... [--export SPEC]... [OPTIONS]\n"
 	    "\n"
-	    "  -l, --listen ADDR[:PORT]  listen there (repeatable); default every local address,\n"
+	    "  -l, --listen ADDR         listen there (repeatable); default every local address,\n"
 	    "                            IPv4 and IPv6, port 3240. Examples: 127.0.0.1,\n"
-	    "                            127.0.0.1:3241, [::1]:3240, :3241\n"
+	    "                            127.0.0.1:3241, [::1]:3240, :3241, tcp:HOST:PORT,\n"
+	    "                            unix:PATH (mode 0660, removed at exit),\n"
+	    "                            vsock:any:PORT, vsock:CID:PORT, fc-vsock:PATH:PORT\n"
+	    "                            (Firecracker's guest connections, socket PATH_PORT)\n"
 	    "  -e, --export SPEC         export a device (repeatable):\n");
 	for (const struct uw_emu_kind *k = uw_emu_kinds; k->kind; k++)
 		if (strlen(k->usage) > 34) /* too long for the column: help on its own line */
@@ -175,6 +179,9 @@ int cmd_serve(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	const char *listens[UW_NET_MAX_LISTEN];
+	char sockfiles[UW_NET_MAX_LISTEN][UW_ADDR_PATH_MAX + 16];
+	size_t nsockfiles = 0;
+	char any_addr[16];
 	const char *exports[256];
 	size_t nlisten = 0, nexport = 0;
 	int level = UW_LOG_INFO;
@@ -312,25 +319,38 @@ int cmd_serve(int argc, char **argv)
 	}
 	if (nexport == 0)
 		uw_logf(&st.log, UW_LOG_WARN, "no --export given: the device list is empty");
-	if (nlisten == 0)
-		listens[nlisten++] = "";
+	if (nlisten == 0) { /* every local address, IPv4 and IPv6 */
+		snprintf(any_addr, sizeof any_addr, ":%u", UW_DEFAULT_PORT);
+		listens[nlisten++] = any_addr;
+	}
 	for (size_t i = 0; i < nlisten; i++) {
-		char host[256], err[300];
-		uint16_t port;
-		if (uw_net_split_hostport(listens[i], UW_DEFAULT_PORT, host, sizeof host, &port)) {
-			cli_err("serve: invalid --listen \"%s\" (expected ADDR[:PORT])",
-			        listens[i]);
+		char err[600];
+		uw_addr addr;
+		if (uw_addr_parse(listens[i], true, &addr, err, sizeof err)) {
+			cli_err("serve: --listen: %s", err);
 			goto out;
 		}
 		int fds[UW_NET_MAX_LISTEN];
 		size_t n;
-		if (uw_net_listen(host, port, fds, UW_NET_MAX_LISTEN, &n, err, sizeof err)) {
+		if (uw_addr_listen(&addr, fds, UW_NET_MAX_LISTEN, &n, err, sizeof err)) {
 			cli_err("serve: %s", err);
 			goto out;
 		}
+		/* Socket files this server created are removed when it exits. */
+		if (nsockfiles < UW_NET_MAX_LISTEN &&
+		    uw_addr_listen_path(&addr, sockfiles[nsockfiles], sizeof sockfiles[0]))
+			nsockfiles++;
 		for (size_t k = 0; k < n; k++) {
-			char name[80];
-			uw_net_sock_name(fds[k], name, sizeof name);
+			char name[UW_ADDR_PATH_MAX + 300];
+			if (addr.kind == UW_ADDR_TCP)
+				uw_net_sock_name(fds[k], name, sizeof name);
+			else if (addr.kind == UW_ADDR_FC_VSOCK)
+				snprintf(name, sizeof name,
+				         "unix:%s (Firecracker's socket for "
+				         "guest connections to vsock port %u)",
+				         sockfiles[nsockfiles - 1], addr.port);
+			else
+				uw_addr_format(&addr, name, sizeof name);
 			uw_server_add_listener(st.srv, fds[k]);
 			uw_logf(&st.log, UW_LOG_INFO, "listening on %s", name);
 		}
@@ -355,5 +375,7 @@ out:
 	uw_server_free(st.srv);
 	uw_usbhost_free(st.usb); /* after the server destroyed the devices */
 	uw_loop_free(st.loop);
+	for (size_t i = 0; i < nsockfiles; i++)
+		unlink(sockfiles[i]);
 	return rc;
 }

@@ -96,11 +96,11 @@ uw_uclient *uw_uclient_from_fd(int fd, const uw_usb_device *dev)
 	return c;
 }
 
-int uw_uclient_open(const char *host, uint16_t port, const char *busid, int timeout_ms,
-                    uw_uclient **out, uw_usb_device *dev, char *err, size_t errlen)
+int uw_uclient_open(const uw_addr *addr, const char *busid, int timeout_ms, uw_uclient **out,
+                    uw_usb_device *dev, char *err, size_t errlen)
 {
 	int fd;
-	int rc = uw_net_connect(host, port, timeout_ms, &fd, err, errlen);
+	int rc = uw_addr_connect(addr, timeout_ms, &fd, err, errlen);
 	if (rc)
 		return rc;
 	uw_usb_device d;

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "uw_addr.h"
 #include "uw_wire.h"
 
 typedef struct uw_uclient uw_uclient;
@@ -60,12 +61,12 @@ struct uw_ureq {
 };
 
 /**
- * uw_uclient_open() - connect to host:port, import busid. Returns 0 and *out, or a negative
- * uw_err with the reason in err (connection refused, ST_DEV_BUSY "Device busy (exported)", ...).
- * *dev (optional) receives the server's device record.
+ * uw_uclient_open() - connect to addr (any kind of uw_addr.h), import busid. Returns 0 and *out, or
+ * a negative uw_err with the reason in err (connection refused, ST_DEV_BUSY "Device busy
+ * (exported)", ...). *dev (optional) receives the server's device record.
  */
-int uw_uclient_open(const char *host, uint16_t port, const char *busid, int timeout_ms,
-                    uw_uclient **out, uw_usb_device *dev, char *err, size_t errlen);
+int uw_uclient_open(const uw_addr *addr, const char *busid, int timeout_ms, uw_uclient **out,
+                    uw_usb_device *dev, char *err, size_t errlen);
 
 /** uw_uclient_from_fd() - use an already imported connection (fd is taken). */
 uw_uclient *uw_uclient_from_fd(int fd, const uw_usb_device *dev);

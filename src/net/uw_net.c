@@ -4,15 +4,18 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/vm_sockets.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -75,6 +78,9 @@ static void fmt_addr(const struct sockaddr *sa, char *buf, size_t len)
 		inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
 		port = ntohs(in6->sin6_port);
 		snprintf(buf, len, "[%s]:%u", ip, port);
+	} else if (sa->sa_family == AF_VSOCK) {
+		const struct sockaddr_vm *vm = (const struct sockaddr_vm *)(const void *)sa;
+		snprintf(buf, len, "vsock:%u:%u", vm->svm_cid, vm->svm_port);
 	} else {
 		snprintf(buf, len, "unix");
 	}
@@ -84,10 +90,31 @@ void uw_net_peer_name(int fd, char *buf, size_t len)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof ss;
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) {
 		snprintf(buf, len, "?");
-	else
+		return;
+	}
+	if (ss.ss_family != AF_UNIX) {
 		fmt_addr((struct sockaddr *)&ss, buf, len);
+		return;
+	}
+	/* A unix peer has no address of its own: name the socket it came in on and the process
+	 * (the kernel's credentials of the peer, not anything it says). */
+	struct sockaddr_un sun;
+	socklen_t ul = sizeof sun;
+	struct ucred cr;
+	socklen_t cl = sizeof cr;
+	const char *path = "";
+	if (getsockname(fd, (struct sockaddr *)&sun, &ul) == 0 &&
+	    ul > offsetof(struct sockaddr_un, sun_path) && sun.sun_path[0]) {
+		sun.sun_path[sizeof sun.sun_path - 1] = '\0';
+		path = sun.sun_path;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) == 0)
+		snprintf(buf, len, "unix%s%s(pid=%d,uid=%u)", path[0] ? ":" : "", path, (int)cr.pid,
+		         (unsigned)cr.uid);
+	else
+		snprintf(buf, len, "unix%s%s", path[0] ? ":" : "", path);
 }
 
 size_t uw_net_peer_addr(int fd, uint8_t addr[16], char *name, size_t len)
@@ -135,7 +162,9 @@ int uw_net_tune(int fd)
 	int one = 1, idle = 30, intvl = 10, cnt = 3;
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof ss;
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_UNIX)
+	/* Only TCP has these options (unix and vsock streams have no Nagle and no keepalive). */
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family != AF_INET &&
+	    ss.ss_family != AF_INET6)
 		return UW_OK;
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) < 0 ||

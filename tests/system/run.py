@@ -5,7 +5,8 @@ raw USB/IP client, the stock `usbip` tool, tshark and usbwire's own client comma
 
     python3 tests/system/run.py --build build-test [--tap] [TEST ...]
 
-TESTs: hostile, tools, tshark, cli, shutdown, persistence, limits (default: all). `hostile:WORDS` runs
+TESTs: hostile, tools, tshark, cli, shutdown, persistence, limits, transports (default: all).
+`hostile:WORDS` runs
 only the hostile rows whose name contains WORDS. Output is TAP; the exit status is non-zero when a
 point failed. See tests/system/README.md.
 """
@@ -24,6 +25,7 @@ sys.path.insert(0, str(HERE))
 import hostile  # noqa: E402
 import limits  # noqa: E402
 import others  # noqa: E402
+import transports  # noqa: E402
 from tap import Tap  # noqa: E402
 
 TESTS = {
@@ -34,6 +36,7 @@ TESTS = {
     "shutdown": others.test_shutdown,
     "persistence": others.test_persistence,
     "limits": limits.test_limits,
+    "transports": transports.test_transports,
 }
 
 
