@@ -14,7 +14,7 @@ from uwlib import Server, check, req_devlist, run_cli
 DEVICES = 4  # the standard exports
 
 
-def connect_from(port, src, send=b"\x00", timeout=10):
+def connect_from(port, src, send=b"\x00", timeout=60):
     """A connection to the server from source address src; sends send (a first byte, so that
     only the handshake deadline applies) unless it is empty."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -67,7 +67,7 @@ def cpu_seconds(pid):
 
 def test_limits(tap, build, work):
     # ---- one peer holding every slot ----
-    srv = Server(build, work, "limits").start()
+    srv = Server(build, work, "limits", extra=["--handshake-timeout", "600"]).start()
     socks = []
     try:
         def idle_flood():
@@ -77,7 +77,7 @@ def test_limits(tap, build, work):
             check(ok and got == DEVICES,
                   f"with 300 idle connections from 127.0.0.2, `usbwire list -r` from 127.0.0.1 "
                   f"got: {got}")
-            n = wait_closed(socks, 300 - 16, 20)
+            n = wait_closed(socks, 300 - 16, 120)
             check(n == 300 - 16, f"{n} of the 300 connections closed, want 284 (16 kept)")
             check(not any(closed(s) for s in socks[:16]), "one of the first 16 was closed")
             refusals = [l for l in srv.log_lines() if "refused" in l]
@@ -98,9 +98,10 @@ def test_limits(tap, build, work):
             silent = connect_from(srv.port, "127.0.0.3", send=b"")
             spoke = connect_from(srv.port, "127.0.0.3")
             local = "%s:%d" % silent.getsockname()
-            # The handshake deadline is 10 s: a close before it can only be the first-byte one.
-            n = wait_closed([silent], 1, 8)
-            check(n == 1, "a connection that sent nothing is still open after 8 s")
+            # The handshake deadline is 10 minutes here: only the first-byte deadline can close
+            # it, and the log line must say so (the bound is a safety net, not a measurement).
+            n = wait_closed([silent], 1, 300)
+            check(n == 1, "a connection that sent nothing is still open after 300 s")
             check(not closed(spoke), "the connection that sent a byte was closed too")
             lines = [l for l in srv.log()[mark:].splitlines() if f" {local}: " in l]
             check(len(lines) == 1 and "first byte" in lines[0],
@@ -128,12 +129,12 @@ def test_limits(tap, build, work):
             stalled = None
             for i in range(150):
                 try:
-                    socks.append(connect_from(srv.port, f"127.0.0.{2 + i % 10}", timeout=3))
+                    socks.append(connect_from(srv.port, f"127.0.0.{2 + i % 10}", timeout=30))
                 except OSError as e:
                     stalled = f"connection {i + 1} of 150: {e}"
                     break
             # The server keeps what it can serve and closes the rest at once.
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 n_closed = sum(1 for s in socks if closed(s))
                 if n_closed >= 64:
@@ -158,7 +159,7 @@ def test_limits(tap, build, work):
             # Closing what it serves lets the server accept again.
             for s in kept:
                 s.close()
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 120
             while True:
                 ok, got = listed(build, srv.port)
                 if (ok and got == DEVICES) or time.monotonic() > deadline:
