@@ -6,8 +6,8 @@
  * packets already sit where libusb puts them), or on a bounce buffer (control: SETUP + data; ISO
  * with gaps: gathered/scattered). Submission order is kept per device: once one URB has to wait
  * (usbfs memory full), every later one waits behind it. The special requests of
- * docs/protocol.md §4.12 run synchronously inside submit(), so the server handles nothing else
- * until they finish.
+ * docs/protocol.md, "Special requests", run synchronously inside submit(), so the server handles
+ * nothing else until they finish.
  *
  * Reentrancy: transfer callbacks run inside libusb_handle_events, where libusb holds its
  * open-devices lock: opening or closing a handle there would deadlock. URB completions may make
@@ -35,16 +35,18 @@
 
 #define LOG(h, lvl, ...) uw_logf(&(h)->cfg.log, lvl, __VA_ARGS__)
 
-#define URB_ENOMEM   (-12)
-#define CTRL_MAX     4096u       /* libusb's limit on a control transfer's data stage */
-#define CHUNK_START  (1u << 20)  /* bulk pieces when one URB alone exceeds usbfs memory */
-#define CHUNK_MIN    (16u << 10) /* ... down to this */
-#define NL_RCVBUF    (4u << 20)  /* uevent socket buffer */
-#define CLOSE_WAIT_S 2           /* at teardown: how long cancelled transfers may take */
+#define URB_ENOMEM      (-12)
+#define CTRL_MAX        4096u       /* libusb's limit on a control transfer's data stage */
+#define CHUNK_START     (1u << 20)  /* bulk pieces when one URB alone exceeds usbfs memory */
+#define CHUNK_MIN       (16u << 10) /* ... down to this */
+#define NL_RCVBUF       (4u << 20)  /* uevent socket buffer */
+#define CLOSE_WAIT_S    2           /* at teardown: how long cancelled transfers may take */
+#define REFUSALS_LOGGED 8           /* refused special requests logged per session */
 
 enum {
 	REQ_CLEAR_FEATURE = 1,
 	REQ_SET_FEATURE = 3,
+	REQ_SET_ADDRESS = 5,
 	REQ_SET_CONFIGURATION = 9,
 	REQ_SET_INTERFACE = 11
 };
@@ -97,6 +99,7 @@ struct hdev {
 	bool blocked;           /* a chunked URB runs: nothing else may start */
 	unsigned ctrl_inflight; /* control transfers in libusb */
 	bool warned_nomem;
+	unsigned refusals; /* special requests refused this session */
 };
 
 struct uw_usbhost {
@@ -708,7 +711,7 @@ static void LIBUSB_CALL on_transfer(struct libusb_transfer *t)
 		pump(hd);
 }
 
-/* ---- Special requests (docs/protocol.md §4.12) -------------------------------------------- */
+/* ---- Special requests (docs/protocol.md, "Special requests") ------------------------------- */
 
 static int32_t do_set_configuration(struct hdev *hd, uint8_t value)
 {
@@ -751,20 +754,85 @@ static int32_t do_set_interface(struct hdev *hd, uint8_t iface, uint8_t alt)
 	return 0;
 }
 
-/* The requests usbfs must do itself (docs/protocol.md §4.12, the kernel stub's list). */
-enum special { SP_NONE, SP_SET_CONFIG, SP_SET_IFACE, SP_CLEAR_HALT, SP_PORT_RESET };
+/* The requests usbfs must do itself, and those that must never reach a device from the network
+ * (docs/protocol.md, "Special requests"). Recognised by type, recipient and request whatever
+ * the direction bit says: a device may act on a form the kernel stub would pass through (firmware
+ * that decodes bRequest alone), behind usbfs's back. */
+enum special {
+	SP_NONE = UW_SP_FORWARD,
+	SP_SET_CONFIG = UW_SP_SET_CONFIG,
+	SP_SET_IFACE = UW_SP_SET_IFACE,
+	SP_CLEAR_HALT = UW_SP_CLEAR_HALT,
+	SP_PORT_RESET = UW_SP_PORT_RESET,
+	SP_ADDRESS = UW_SP_ADDRESS,
+	SP_REFUSE = UW_SP_REFUSE
+};
+
+enum { RT_STANDARD = 0, RT_CLASS = 1 };
+enum { RCPT_DEVICE = 0, RCPT_INTERFACE = 1, RCPT_ENDPOINT = 2, RCPT_OTHER = 3 };
+enum { FEAT_ENDPOINT_HALT = 0, FEAT_TEST_MODE = 2, FEAT_PORT_RESET = 4 };
 
 static enum special special_kind(const uw_setup *s)
 {
-	if (s->bm_request_type == 0x00 && s->b_request == REQ_SET_CONFIGURATION)
-		return SP_SET_CONFIG;
-	if (s->bm_request_type == 0x01 && s->b_request == REQ_SET_INTERFACE)
-		return SP_SET_IFACE;
-	if (s->bm_request_type == 0x02 && s->b_request == REQ_CLEAR_FEATURE && s->w_value == 0)
-		return SP_CLEAR_HALT;
-	if (s->bm_request_type == 0x23 && s->b_request == REQ_SET_FEATURE && s->w_value == 4)
-		return SP_PORT_RESET;
-	return SP_NONE;
+	unsigned type = (s->bm_request_type >> 5) & 3, rcpt = s->bm_request_type & 0x1f;
+	bool in = s->bm_request_type & 0x80;
+	enum special k = SP_NONE;
+	unsigned want_rcpt = RCPT_DEVICE;
+	if (type == RT_CLASS && rcpt == RCPT_OTHER && s->b_request == REQ_SET_FEATURE &&
+	    s->w_value == FEAT_PORT_RESET)
+		return in ? SP_REFUSE : SP_PORT_RESET;
+	if (type != RT_STANDARD)
+		return SP_NONE;
+	switch (s->b_request) {
+	case REQ_SET_ADDRESS:
+		k = SP_ADDRESS;
+		break;
+	case REQ_SET_CONFIGURATION:
+		k = SP_SET_CONFIG;
+		break;
+	case REQ_SET_INTERFACE:
+		k = SP_SET_IFACE;
+		want_rcpt = RCPT_INTERFACE;
+		break;
+	case REQ_CLEAR_FEATURE:
+		if (rcpt != RCPT_ENDPOINT || s->w_value != FEAT_ENDPOINT_HALT)
+			return SP_NONE;
+		k = SP_CLEAR_HALT;
+		want_rcpt = RCPT_ENDPOINT;
+		break;
+	case REQ_SET_FEATURE:
+		/* TEST_MODE leaves a device unusable until it is powered off. */
+		return s->w_value == FEAT_TEST_MODE ? SP_REFUSE : SP_NONE;
+	default:
+		return SP_NONE;
+	}
+	/* The USB spec defines each of these host-to-device, for one recipient only. */
+	return in || rcpt != want_rcpt ? SP_REFUSE : k;
+}
+
+int uw_usbhost_special_kind(const uw_setup *s)
+{
+	return (int)special_kind(s);
+}
+
+/* "SET_CONFIGURATION" etc. for the log line of a refused request. */
+static const char *special_name(const uw_setup *s)
+{
+	if (((s->bm_request_type >> 5) & 3) == RT_CLASS)
+		return "SET_FEATURE(PORT_RESET)";
+	switch (s->b_request) {
+	case REQ_SET_ADDRESS:
+		return "SET_ADDRESS";
+	case REQ_SET_CONFIGURATION:
+		return "SET_CONFIGURATION";
+	case REQ_SET_INTERFACE:
+		return "SET_INTERFACE";
+	case REQ_CLEAR_FEATURE:
+		return "CLEAR_FEATURE(ENDPOINT_HALT)";
+	case REQ_SET_FEATURE:
+		return "SET_FEATURE(TEST_MODE)";
+	}
+	return "request";
 }
 
 static bool is_special(const uw_setup *s)
@@ -807,6 +875,21 @@ static bool special_request(struct hdev *hd, uw_urb *u)
 		st = uw_usbhost_error_status(r);
 		break;
 	}
+	case SP_ADDRESS:
+		st = 0; /* the client's own business: the device keeps the address it has */
+		break;
+	case SP_REFUSE:
+		if (hd->refusals++ < REFUSALS_LOGGED)
+			LOG(hd->h, UW_LOG_WARN,
+			    "%s: refused %s (%02x %02x %04x %04x %04x): it must not reach a "
+			    "device from the network; failed with -EPIPE%s",
+			    hd->dev.info.busid, special_name(s), s->bm_request_type, s->b_request,
+			    s->w_value, s->w_index, s->w_length,
+			    hd->refusals == REFUSALS_LOGGED ? " (further refusals in this session "
+			                                      "are not logged)"
+			                                    : "");
+		st = UW_URB_EPIPE;
+		break;
 	case SP_NONE:
 	default:
 		return false;
@@ -956,6 +1039,7 @@ static int hd_import(uw_dev *d)
 	}
 	rebuild_eps(hd);
 	hd->warned_nomem = false;
+	hd->refusals = 0;
 	hd->blocked = false;
 	LOG(h, UW_LOG_DEBUG, "%s: opened %s, configuration %u", hd->sys.busid, node, hd->config);
 	return UW_OK;

@@ -79,6 +79,19 @@ int32_t uw_usbhost_iso_status(int libusb_transfer_status);
  * done for a special request. */
 int32_t uw_usbhost_error_status(int libusb_error);
 
+/* What the backend does with a control request (docs/protocol.md, "Special requests"). */
+enum uw_usbhost_special {
+	UW_SP_FORWARD,    /* sent to the device as it is */
+	UW_SP_SET_CONFIG, /* done by usbfs: libusb_set_configuration, interfaces claimed again */
+	UW_SP_SET_IFACE,  /* done by usbfs: libusb_set_interface_alt_setting */
+	UW_SP_CLEAR_HALT, /* done by usbfs: libusb_clear_halt (the host's toggle too) */
+	UW_SP_PORT_RESET, /* done by usbfs: libusb_reset_device */
+	UW_SP_ADDRESS,    /* SET_ADDRESS: answered 0, never sent (the client's own business) */
+	UW_SP_REFUSE      /* never sent: fails with -EPIPE, as a device stalls a request */
+};
+/** How the backend classifies the control request s (enum uw_usbhost_special). */
+int uw_usbhost_special_kind(const uw_setup *s);
+
 /**
  * uw_usbhost_iso_layout() - check packets p[0..n) against a buffer of len bytes (offset + length
  * within it, lengths <= UW_MAX_ISO_PACKET_LEN) and say whether they already sit where libusb

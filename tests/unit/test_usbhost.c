@@ -557,6 +557,53 @@ static void test_status(void)
 		     libusb_error_name(errs[i].e), errs[i].want);
 }
 
+/* What reaches a real device: the requests usbfs must do itself are recognised by recipient,
+ * type and request whatever the direction bit says; the forms a device could act on behind
+ * usbfs's back (the direction bit set), SET_FEATURE(TEST_MODE) and SET_ADDRESS never reach it. */
+static void test_special(void)
+{
+	static const struct {
+		uint8_t rt, req;
+		uint16_t value, index, length;
+		int want;
+		const char *what;
+	} rows[] = {
+	    {0x00, 0x09, 1, 0, 0, UW_SP_SET_CONFIG, "SET_CONFIGURATION"},
+	    {0x00, 0x09, 0, 0, 0, UW_SP_SET_CONFIG, "SET_CONFIGURATION 0"},
+	    {0x80, 0x09, 1, 0, 0, UW_SP_REFUSE, "SET_CONFIGURATION, direction bit set"},
+	    {0x80, 0x09, 1, 0, 1, UW_SP_REFUSE, "SET_CONFIGURATION IN with a data stage"},
+	    {0x01, 0x09, 1, 0, 0, UW_SP_REFUSE, "SET_CONFIGURATION to an interface"},
+	    {0x01, 0x0b, 1, 0, 0, UW_SP_SET_IFACE, "SET_INTERFACE"},
+	    {0x81, 0x0b, 1, 0, 0, UW_SP_REFUSE, "SET_INTERFACE, direction bit set"},
+	    {0x00, 0x0b, 1, 0, 0, UW_SP_REFUSE, "SET_INTERFACE to the device"},
+	    {0x02, 0x01, 0, 0x81, 0, UW_SP_CLEAR_HALT, "CLEAR_FEATURE(HALT)"},
+	    {0x82, 0x01, 0, 0x81, 0, UW_SP_REFUSE, "CLEAR_FEATURE(HALT), direction bit set"},
+	    {0x02, 0x03, 0, 0x81, 0, UW_SP_FORWARD, "SET_FEATURE(HALT): the device stalls"},
+	    {0x00, 0x01, 1, 0, 0, UW_SP_FORWARD, "CLEAR_FEATURE(REMOTE_WAKEUP)"},
+	    {0x00, 0x03, 1, 0, 0, UW_SP_FORWARD, "SET_FEATURE(REMOTE_WAKEUP)"},
+	    {0x00, 0x03, 2, 0x0400, 0, UW_SP_REFUSE, "SET_FEATURE(TEST_MODE)"},
+	    {0x80, 0x03, 2, 0x0400, 0, UW_SP_REFUSE, "SET_FEATURE(TEST_MODE), direction bit set"},
+	    {0x00, 0x05, 2, 0, 0, UW_SP_ADDRESS, "SET_ADDRESS"},
+	    {0x80, 0x05, 2, 0, 0, UW_SP_REFUSE, "SET_ADDRESS, direction bit set"},
+	    {0x23, 0x03, 4, 1, 0, UW_SP_PORT_RESET, "SET_FEATURE(PORT_RESET)"},
+	    {0xa3, 0x03, 4, 1, 0, UW_SP_REFUSE, "SET_FEATURE(PORT_RESET), direction bit set"},
+	    {0x23, 0x03, 8, 1, 0, UW_SP_FORWARD, "SET_FEATURE(PORT_POWER)"},
+	    {0x80, 0x06, 0x0100, 0, 18, UW_SP_FORWARD, "GET_DESCRIPTOR"},
+	    {0x80, 0x08, 0, 0, 1, UW_SP_FORWARD, "GET_CONFIGURATION"},
+	    {0x40, 0x09, 1, 0, 0, UW_SP_FORWARD, "vendor request 9"},
+	    {0xc0, 0x05, 1, 0, 4, UW_SP_FORWARD, "vendor request 5, IN"},
+	    {0x21, 0x0b, 1, 0, 0, UW_SP_FORWARD, "class SET_PROTOCOL"},
+	    {0x41, 0x03, 2, 0, 0, UW_SP_FORWARD, "vendor request 3, value 2"},
+	};
+	for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
+		uw_setup s = {rows[i].rt, rows[i].req, rows[i].value, rows[i].index,
+		              rows[i].length};
+		int got = uw_usbhost_special_kind(&s);
+		t_ok(got == rows[i].want, "%02x %02x value %04x: %s: %d (want %d)", rows[i].rt,
+		     rows[i].req, rows[i].value, rows[i].what, got, rows[i].want);
+	}
+}
+
 /* ---- The backend on a fake tree ---------------------------------------------------------- */
 
 struct added {
@@ -718,6 +765,7 @@ int main(void)
 	test_rules();
 	test_iso();
 	test_status();
+	test_special();
 	test_backend();
 	test_libusb_log();
 	rm_tree();
