@@ -5,7 +5,8 @@
  * Per URB: a libusb transfer straight on the URB's buffer (bulk, interrupt, and ISO whose
  * packets already sit where libusb puts them), or on a bounce buffer (control: SETUP + data; ISO
  * with gaps: gathered/scattered). Submission order is kept per device: once one URB has to wait
- * (usbfs memory full), every later one waits behind it. The special requests of
+ * (usbfs memory full, or the device's share of it taken: uw_usbhost_device_budget), every later
+ * one waits behind it. The special requests of
  * docs/protocol.md, "Special requests", run synchronously inside submit(), so the server handles
  * nothing else until they finish.
  *
@@ -41,7 +42,9 @@
 #define CHUNK_MIN       (16u << 10) /* ... down to this */
 #define NL_RCVBUF       (4u << 20)  /* uevent socket buffer */
 #define CLOSE_WAIT_S    2           /* at teardown: how long cancelled transfers may take */
-#define REFUSALS_LOGGED 8           /* refused special requests logged per session */
+#define URB_OVERHEAD    512u        /* usbfs's bookkeeping per URB, roughly */
+#define USBFS_MEMORY_MB "/sys/module/usbcore/parameters/usbfs_memory_mb"
+#define REFUSALS_LOGGED 8 /* refused special requests logged per session */
 
 enum {
 	REQ_CLEAR_FEATURE = 1,
@@ -66,6 +69,7 @@ struct hx {
 	bool special;   /* a special request waiting for earlier control transfers */
 	uint32_t done;  /* chunked: bytes transferred so far */
 	uint32_t chunk; /* chunked: piece size */
+	uint64_t cost;  /* usbfs memory held while in libusb */
 };
 
 struct xlist {
@@ -98,13 +102,15 @@ struct hdev {
 	struct xlist waitq;
 	bool blocked;           /* a chunked URB runs: nothing else may start */
 	unsigned ctrl_inflight; /* control transfers in libusb */
+	uint64_t mem;           /* usbfs memory our transfers hold (uw_usbhost_urb_cost) */
+	uint64_t budget;        /* at most this (0: no limit), set at import */
 	bool warned_nomem;
 	unsigned refusals; /* special requests refused this session */
 };
 
 struct uw_usbhost {
 	struct uw_usbhost_config cfg;
-	char sysfs[256], devfs[256];
+	char sysfs[256], devfs[256], usbfs_mb[256];
 	libusb_context *ctx;
 	int nlfd;
 	uw_usb_rule *rules;
@@ -308,6 +314,38 @@ void uw_usbhost_iso_scatter(const uw_iso_pkt *p, uint32_t n, const uint8_t *src,
 			memmove(buf + p[i].offset, src + pos, a);
 		pos += p[i].length;
 	}
+}
+
+uint64_t uw_usbhost_device_budget(uint64_t usbfs_total)
+{
+	if (!usbfs_total)
+		return 0;
+	uint64_t b = usbfs_total / 4;
+	return b < UW_USBHOST_MIN_BUDGET ? UW_USBHOST_MIN_BUDGET : b;
+}
+
+uint64_t uw_usbhost_urb_cost(uint32_t len)
+{
+	return (uint64_t)len + URB_OVERHEAD;
+}
+
+bool uw_usbhost_fits(uint64_t in_use, uint64_t cost, uint64_t budget)
+{
+	return !budget || (in_use <= budget && cost <= budget - in_use);
+}
+
+/* usbcore's usbfs_memory_mb in bytes (0: no limit); its default when unreadable. */
+static uint64_t usbfs_total(const uw_usbhost *h)
+{
+	uint64_t mb = 16;
+	FILE *f = fopen(h->usbfs_mb, "re");
+	if (f) {
+		unsigned long long v;
+		if (fscanf(f, "%llu", &v) == 1 && v <= (1ull << 20))
+			mb = v;
+		fclose(f);
+	}
+	return mb << 20;
 }
 
 /* ---- libusb on the loop ------------------------------------------------------------------- */
@@ -518,8 +556,14 @@ static void chunk_setup(struct hx *x)
 static int hx_submit(struct hx *x)
 {
 	struct hdev *hd = x->hd;
+	uint64_t cost = uw_usbhost_urb_cost((uint32_t)x->t->length);
+	/* Past the device's share: as if usbfs were full (wait, split or fail). */
+	if (!uw_usbhost_fits(hd->mem, cost, hd->budget))
+		return LIBUSB_ERROR_NO_MEM;
 	int r = libusb_submit_transfer(x->t);
 	if (r == LIBUSB_SUCCESS) {
+		x->cost = cost;
+		hd->mem += cost;
 		x->in_libusb = true;
 		xl_push(&hd->inflight, x);
 		if (x->u->xfer == UW_XFER_CONTROL)
@@ -556,9 +600,11 @@ static bool hx_nomem_alone(struct hx *x)
 		x->chunked = false;
 	}
 	LOG(hd->h, UW_LOG_WARN,
-	    "%s: cannot submit a %u-byte %s transfer: usbfs memory exhausted "
-	    "(raise /sys/module/usbcore/parameters/usbfs_memory_mb); failed with -ENOMEM",
-	    hd->dev.info.busid, u->len, uw_xfer_name(u->xfer));
+	    "%s: cannot submit a %u-byte %s transfer: usbfs memory exhausted, or more than "
+	    "this device's share of it (%llu KiB, a quarter of usbfs_memory_mb; raise "
+	    "/sys/module/usbcore/parameters/usbfs_memory_mb); failed with -ENOMEM",
+	    hd->dev.info.busid, u->len, uw_xfer_name(u->xfer),
+	    (unsigned long long)(hd->budget >> 10));
 	hx_finish(x, URB_ENOMEM, 0);
 	return false;
 }
@@ -575,9 +621,11 @@ static void hx_start(struct hx *x)
 			if (!hd->warned_nomem) {
 				hd->warned_nomem = true;
 				LOG(hd->h, UW_LOG_WARN,
-				    "%s: usbfs memory limit reached with %u transfers in flight "
-				    "(usbfs_memory_mb): later URBs wait for earlier ones",
-				    hd->dev.info.busid, hd->inflight.n);
+				    "%s: usbfs memory limit or this device's share of it (%llu "
+				    "KiB) reached with %u transfers in flight (usbfs_memory_mb): "
+				    "later URBs wait for earlier ones",
+				    hd->dev.info.busid, (unsigned long long)(hd->budget >> 10),
+				    hd->inflight.n);
 			}
 			xl_push(&hd->waitq, x);
 			return;
@@ -639,6 +687,8 @@ static void LIBUSB_CALL on_transfer(struct libusb_transfer *t)
 	struct hdev *hd = x->hd;
 	xl_del(&hd->inflight, x);
 	x->in_libusb = false;
+	hd->mem -= x->cost <= hd->mem ? x->cost : hd->mem;
+	x->cost = 0;
 	if (t->type == LIBUSB_TRANSFER_TYPE_CONTROL && hd->ctrl_inflight)
 		hd->ctrl_inflight--;
 	uw_urb *u = x->u;
@@ -1040,6 +1090,8 @@ static int hd_import(uw_dev *d)
 	rebuild_eps(hd);
 	hd->warned_nomem = false;
 	hd->refusals = 0;
+	hd->mem = 0;
+	hd->budget = uw_usbhost_device_budget(usbfs_total(h));
 	hd->blocked = false;
 	LOG(h, UW_LOG_DEBUG, "%s: opened %s, configuration %u", hd->sys.busid, node, hd->config);
 	return UW_OK;
@@ -1545,6 +1597,8 @@ int uw_usbhost_new(const struct uw_usbhost_config *cfg, uw_usbhost **out, char *
 	h->nlfd = -1;
 	snprintf(h->sysfs, sizeof h->sysfs, "%s", cfg->sysfs ? cfg->sysfs : UW_USBSYS_ROOT);
 	snprintf(h->devfs, sizeof h->devfs, "%s", cfg->devfs ? cfg->devfs : UW_USBSYS_DEVFS);
+	snprintf(h->usbfs_mb, sizeof h->usbfs_mb, "%s",
+	         cfg->usbfs_memory_mb ? cfg->usbfs_memory_mb : USBFS_MEMORY_MB);
 	/* We find devices ourselves and hand libusb the fds we opened (docs/style.md: it also lets
 	 * a sandboxed process drive a device it could not open). libusb 1.0.26 takes this option
 	 * only as a default for new contexts. */

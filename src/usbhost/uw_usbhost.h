@@ -33,6 +33,8 @@ struct uw_usbhost_config {
 	uw_logger log;
 	const char *sysfs; /* NULL: /sys/bus/usb/devices */
 	const char *devfs; /* NULL: /dev/bus/usb */
+	/* usbcore's usbfs memory limit, read at each import (NULL: the real parameter file) */
+	const char *usbfs_memory_mb; /* NULL: /sys/module/usbcore/parameters/usbfs_memory_mb */
 	/* A device matched a rule: export it. Return 0 to take ownership of d (its ops->destroy
 	 * then frees it), or a negative uw_err (the backend destroys d itself). */
 	int (*add)(void *user, uw_dev *d);
@@ -78,6 +80,20 @@ int32_t uw_usbhost_iso_status(int libusb_transfer_status);
 /** URB status for a libusb error (enum libusb_error) returned by a submit or a synchronous call
  * done for a special request. */
 int32_t uw_usbhost_error_status(int libusb_error);
+
+/**
+ * uw_usbhost_device_budget() - bytes of usbfs memory the URBs of one device may hold at once,
+ * when usbfs allows usbfs_total bytes to all its users together (usbcore's usbfs_memory_mb; 0 is
+ * no limit, and so is the answer 0): a quarter, so that one client parking URBs on a quiet
+ * endpoint cannot starve the other devices, but never less than UW_USBHOST_MIN_BUDGET.
+ */
+#define UW_USBHOST_MIN_BUDGET (256u << 10)
+uint64_t uw_usbhost_device_budget(uint64_t usbfs_total);
+/** What one URB of len bytes costs in usbfs memory (the kernel's bookkeeping included). */
+uint64_t uw_usbhost_urb_cost(uint32_t len);
+/** Whether a URB costing cost fits a device holding in_use of its budget (0: no limit). A URB
+ * that does not fit waits for earlier ones, or, alone, goes in pieces (bulk) or fails -ENOMEM. */
+bool uw_usbhost_fits(uint64_t in_use, uint64_t cost, uint64_t budget);
 
 /* What the backend does with a control request (docs/protocol.md, "Special requests"). */
 enum uw_usbhost_special {

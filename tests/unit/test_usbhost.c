@@ -604,6 +604,42 @@ static void test_special(void)
 	}
 }
 
+/* usbfs memory is shared by every device (usbfs_memory_mb): a client parking IN URBs on a quiet
+ * endpoint of one device stops at that device's share, and leaves the others theirs. */
+static void test_budget(void)
+{
+	const uint64_t MiB = 1u << 20;
+	static const struct {
+		uint64_t total, want;
+	} rows[] = {
+	    {16u << 20, 4u << 20}, /* the kernel's default */
+	    {1u << 20, UW_USBHOST_MIN_BUDGET},
+	    {256u << 20, 64u << 20},
+	    {0, 0}, /* usbfs without a limit */
+	};
+	for (size_t i = 0; i < sizeof rows / sizeof *rows; i++)
+		t_ok(uw_usbhost_device_budget(rows[i].total) == rows[i].want,
+		     "budget of one device when usbfs has %llu bytes: %llu",
+		     (unsigned long long)rows[i].total, (unsigned long long)rows[i].want);
+	for (uint64_t total = 1 * MiB; total <= 64 * MiB; total *= 4) {
+		uint64_t budget = uw_usbhost_device_budget(total), held = 0;
+		unsigned parked = 0;
+		while (parked < 100000 &&
+		       uw_usbhost_fits(held, uw_usbhost_urb_cost(65536), budget)) {
+			held += uw_usbhost_urb_cost(65536);
+			parked++;
+		}
+		t_ok(parked > 0 && held <= budget && total - held >= total / 2,
+		     "usbfs %llu MiB: one device parks %u 64 KiB URBs (%llu bytes), at least half "
+		     "is left to the others",
+		     (unsigned long long)(total / MiB), parked, (unsigned long long)held);
+	}
+	uint64_t budget = uw_usbhost_device_budget(16 * MiB);
+	t_ok(uw_usbhost_fits(0, budget, budget) && !uw_usbhost_fits(1, budget, budget) &&
+	         !uw_usbhost_fits(budget + 1, 0, budget) && uw_usbhost_fits(UINT64_MAX - 1, 5, 0),
+	     "fits: the share exactly, not a byte more; no limit when usbfs has none");
+}
+
 /* ---- The backend on a fake tree ---------------------------------------------------------- */
 
 struct added {
@@ -766,6 +802,7 @@ int main(void)
 	test_iso();
 	test_status();
 	test_special();
+	test_budget();
 	test_backend();
 	test_libusb_log();
 	rm_tree();
