@@ -910,3 +910,45 @@ def usbwire_real_special_requests(ctx):
     ctx.log("80 09 and SET_FEATURE(TEST_MODE) refused with -EPIPE, not on the bus (usbmon); "
             "bulk IN/OUT before and after, re-import and vhci enumeration work")
     devs.assert_clean_kernel_log(ctx, g, marker)
+
+
+@scenario("usbwire_real_usbfs_share")
+@with_guest_tails
+def usbwire_real_usbfs_share(ctx):
+    """usbfs_memory_mb=1: a client parking 1.6 MiB of small bulk IN URBs on a quiet endpoint of
+    one device (an ACM gadget nobody writes to) holds only that device's share; a second
+    client's transfers on another device still succeed"""
+    uw = _uwlib()
+    g = ctx.guest
+    param = "/sys/module/usbcore/parameters/usbfs_memory_mb"
+    old = g.check(f"cat {param}").strip()
+    g.check(f"echo 1 > {param}")
+    ctx.defer(g.run, f"echo {old} > {param}")
+    quiet = gadgets.acm(g, name="uwshq")
+    ctx.defer(quiet.remove)
+    ss = gadgets.create_gadget(g, "uwshs", [("SourceSink.0", {"pattern": 1})], vid=0x0525,
+                               pid=0xa4a0, modules=("usb_f_ss_lb",))
+    ctx.defer(ss.remove)
+    srv = serve(ctx, g, [f"usb:{quiet.busid}", f"usb:{ss.busid}"])
+    srv.wait_log(f"export {quiet.busid}")
+    srv.wait_log(f"export {ss.busid}")
+    with uw.Urbs(srv.host_port, quiet.busid, timeout=30) as hog:
+        cfg = hog.control(uw.get_descriptor_setup(2, 0, 255))["data"]
+        ep_in, _ = _bulk_endpoints(cfg)
+        assert ep_in, f"no bulk IN endpoint on the ACM gadget: {cfg.hex()}"
+        # Small URBs: without a share they fill usbfs to its last few KiB.
+        for _ in range(400):
+            hog.submit(ep_in & 0x0f, uw.DIR_IN, 4096)
+        # Once some wait, the others are in usbfs (old code: usbfs itself is full by then).
+        srv.wait_log(f"{quiet.busid}: usbfs memory limit")
+        with uw.Urbs(srv.host_port, ss.busid, timeout=30) as other:
+            ep_in2 = _exercise(uw, other, "the other device")
+            for _ in range(4):
+                r = other.bulk(ep_in2 & 0x0f, uw.DIR_IN, 65536)
+                assert r["actual"] == 65536, f"64 KiB bulk IN gave {r['actual']} bytes"
+        assert hog.is_open(), "the parking client's connection was closed"
+    srv.wait_log(f"released {quiet.busid}")
+    srv.wait_log(f"released {ss.busid}")
+    assert "usbwire-exit-status" not in srv.log(), f"the server died:\n{srv.tail()}"
+    ctx.log("400 x 4 KiB IN URBs parked on a quiet ACM endpoint; the source/sink device next "
+            "to it still moved 4 x 64 KiB plus 512-byte transfers")
