@@ -6,11 +6,13 @@
  * One uw_usbhost owns a libusb context (no default context, no device discovery by libusb) and
  * runs it on the uw_loop's thread: libusb's file descriptors are watched by the loop and its
  * events handled with a zero timeout there, so every transfer callback - and so every URB
- * completion - happens on the loop thread, without locks. Devices are found in sysfs and followed
- * through the kernel's uevents (no udev needed); a device is opened (/dev/bus/usb/BBB/DDD, handed
- * to libusb with libusb_wrap_sys_device), its kernel drivers detached and its interfaces claimed
- * only when a client imports it, and given back (interfaces released, device reset as the kernel
- * stub does, kernel drivers re-attached) after the session.
+ * completion - happens on the loop thread, without locks. The blocking libusb calls (port
+ * reset, SET_CONFIGURATION, SET_INTERFACE, CLEAR_HALT, the reset after a session) run on a
+ * worker thread per device, their results handed back to the loop (uw_hworker.h). Devices are
+ * found in sysfs and followed through the kernel's uevents (no udev needed); a device is opened
+ * (/dev/bus/usb/BBB/DDD, handed to libusb with libusb_wrap_sys_device), its kernel drivers detached
+ * and its interfaces claimed only when a client imports it, and given back (interfaces released,
+ * device reset as the kernel stub does, kernel drivers re-attached) after the session.
  *
  * Threads: every function here must be called on the loop thread (the one running uw_loop_run),
  * or before the loop runs / after it stopped.

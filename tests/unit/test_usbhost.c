@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "uw_test.h"
+#include "uw_hworker.h"
 #include "uw_usbhost.h"
 #include "uw_usbsys.h"
 
@@ -640,6 +641,127 @@ static void test_budget(void)
 	     "fits: the share exactly, not a byte more; no limit when usbfs has none");
 }
 
+/* A device's blocking call (a job blocked on a pipe standing in for a port reset) runs on the
+ * device's worker; meanwhile the loop keeps serving another fd (another session), and the job's
+ * completion comes back on the loop thread, in order with the jobs after it. */
+struct wt {
+	uw_loop *loop;
+	uw_hworker w;
+	int gate[2];  /* the blocked job reads one byte from gate[0] */
+	int other[2]; /* "another session": the loop watches other[0] */
+	uw_hjob reset, after;
+	volatile int started, finished; /* set by the job, on the worker */
+	int served_during;              /* other[0] served while the job was blocked */
+	int log[4], nlog;               /* done() order */
+	int done_on_loop;
+	int polls;
+	bool timed_out;
+};
+
+static struct wt *g_wt;
+
+static void reset_run(uw_hjob *j)
+{
+	(void)j;
+	__atomic_store_n(&g_wt->started, 1, __ATOMIC_SEQ_CST);
+	char c;
+	while (read(g_wt->gate[0], &c, 1) < 0 && errno == EINTR)
+		;
+	__atomic_store_n(&g_wt->finished, 1, __ATOMIC_SEQ_CST);
+}
+
+static void after_run(uw_hjob *j)
+{
+	(void)j;
+}
+
+static void job_done(uw_hjob *j)
+{
+	struct wt *t = g_wt;
+	if (t->nlog < 4)
+		t->log[t->nlog++] = j == &t->reset ? 1 : 2;
+	t->done_on_loop += uw_loop_in_thread(t->loop);
+	if (j == &t->after)
+		uw_loop_stop(t->loop);
+}
+
+static void on_other(void *arg, uint32_t ev)
+{
+	struct wt *t = arg;
+	(void)ev;
+	char c;
+	if (read(t->other[0], &c, 1) != 1)
+		return;
+	/* The loop serves this while the job still blocks: count it, then let the job go. */
+	if (__atomic_load_n(&t->started, __ATOMIC_SEQ_CST) &&
+	    !__atomic_load_n(&t->finished, __ATOMIC_SEQ_CST))
+		t->served_during++;
+	if (write(t->gate[1], "g", 1) != 1)
+		abort();
+}
+
+/* Polls (a safety bound, not a duration) until the job has started, then wakes "another
+ * session". */
+static void wt_poll(void *arg)
+{
+	struct wt *t = arg;
+	if (__atomic_load_n(&t->started, __ATOMIC_SEQ_CST)) {
+		if (write(t->other[1], "o", 1) != 1)
+			abort();
+		return;
+	}
+	if (++t->polls > 600000) {
+		t->timed_out = true;
+		if (write(t->gate[1], "g", 1) != 1)
+			abort();
+		return;
+	}
+	uw_loop_timer_add(t->loop, 1, wt_poll, t);
+}
+
+static void test_worker(void)
+{
+	struct wt t = {.nlog = 0};
+	g_wt = &t;
+	t.loop = uw_loop_new();
+	if (!t.loop || pipe(t.gate) != 0 || pipe(t.other) != 0) {
+		t_ok(false, "loop and pipes");
+		return;
+	}
+	uw_hworker_init(&t.w, t.loop);
+	uw_loop_add_fd(t.loop, t.other[0], UW_EV_IN, on_other, &t);
+	t.reset = (uw_hjob){.run = reset_run, .done = job_done};
+	t.after = (uw_hjob){.run = after_run, .done = job_done};
+	t_ok(uw_hworker_submit(&t.w, &t.reset) && uw_hworker_submit(&t.w, &t.after),
+	     "two jobs queued on the device's worker");
+	t_ok(uw_hworker_busy(&t.w), "the worker is busy with them");
+	uw_loop_timer_add(t.loop, 0, wt_poll, &t);
+	uw_loop_run(t.loop);
+	t_ok(!t.timed_out, "the blocking job started");
+	t_ok(t.served_during == 1, "the loop served another fd while the job was blocked");
+	t_ok(t.nlog == 2 && t.log[0] == 1 && t.log[1] == 2 && t.done_on_loop == 2,
+	     "both completions on the loop thread, in order");
+	t_ok(!uw_hworker_busy(&t.w), "idle afterwards");
+	/* drain: completions not yet delivered by the loop are delivered by drain, in order. */
+	t.nlog = 0;
+	t.done_on_loop = 0;
+	t.started = t.finished = 0;
+	if (write(t.gate[1], "g", 1) != 1)
+		abort();
+	uw_hworker_submit(&t.w, &t.reset);
+	uw_hworker_submit(&t.w, &t.after);
+	uw_hworker_drain(&t.w);
+	t_ok(t.nlog == 2 && t.log[0] == 1 && t.log[1] == 2 && !uw_hworker_busy(&t.w),
+	     "drain runs both jobs and their completions, in order");
+	uw_hworker_fini(&t.w);
+	uw_loop_del_fd(t.loop, t.other[0]);
+	uw_loop_free(t.loop);
+	close(t.gate[0]);
+	close(t.gate[1]);
+	close(t.other[0]);
+	close(t.other[1]);
+}
+
 /* ---- The backend on a fake tree ---------------------------------------------------------- */
 
 struct added {
@@ -803,6 +925,7 @@ int main(void)
 	test_status();
 	test_special();
 	test_budget();
+	test_worker();
 	test_backend();
 	test_libusb_log();
 	rm_tree();
