@@ -5,9 +5,12 @@
  * Per URB: a libusb transfer straight on the URB's buffer (bulk, interrupt, and ISO whose
  * packets already sit where libusb puts them), or on a bounce buffer (control: SETUP + data; ISO
  * with gaps: gathered/scattered). Submission order is kept per device: once one URB has to wait
- * (usbfs memory full), every later one waits behind it. The special requests of
- * docs/protocol.md §4.12 run synchronously inside submit(), so the server handles nothing else
- * until they finish.
+ * (usbfs memory full, or the device's share of it taken: uw_usbhost_device_budget), every later
+ * one waits behind it. The special requests (docs/protocol.md, "Special requests") and the
+ * reset after a session are blocking libusb calls: they run on the device's worker thread
+ * (uw_hworker.h), one at a time, in order with the device's control transfers, and nothing else
+ * of that device starts until the loop has their result; other devices and sessions go on. An
+ * import of a device whose post-session reset still runs waits for it.
  *
  * Reentrancy: transfer callbacks run inside libusb_handle_events, where libusb holds its
  * open-devices lock: opening or closing a handle there would deadlock. URB completions may make
@@ -30,21 +33,26 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "uw_hworker.h"
 #include "uw_usbdesc.h"
 #include "uw_usbsys.h"
 
 #define LOG(h, lvl, ...) uw_logf(&(h)->cfg.log, lvl, __VA_ARGS__)
 
-#define URB_ENOMEM   (-12)
-#define CTRL_MAX     4096u       /* libusb's limit on a control transfer's data stage */
-#define CHUNK_START  (1u << 20)  /* bulk pieces when one URB alone exceeds usbfs memory */
-#define CHUNK_MIN    (16u << 10) /* ... down to this */
-#define NL_RCVBUF    (4u << 20)  /* uevent socket buffer */
-#define CLOSE_WAIT_S 2           /* at teardown: how long cancelled transfers may take */
+#define URB_ENOMEM      (-12)
+#define CTRL_MAX        4096u       /* libusb's limit on a control transfer's data stage */
+#define CHUNK_START     (1u << 20)  /* bulk pieces when one URB alone exceeds usbfs memory */
+#define CHUNK_MIN       (16u << 10) /* ... down to this */
+#define NL_RCVBUF       (4u << 20)  /* uevent socket buffer */
+#define CLOSE_WAIT_S    2           /* at teardown: how long cancelled transfers may take */
+#define URB_OVERHEAD    512u        /* usbfs's bookkeeping per URB, roughly */
+#define USBFS_MEMORY_MB "/sys/module/usbcore/parameters/usbfs_memory_mb"
+#define REFUSALS_LOGGED 8 /* refused special requests logged per session */
 
 enum {
 	REQ_CLEAR_FEATURE = 1,
 	REQ_SET_FEATURE = 3,
+	REQ_SET_ADDRESS = 5,
 	REQ_SET_CONFIGURATION = 9,
 	REQ_SET_INTERFACE = 11
 };
@@ -60,10 +68,12 @@ struct hx {
 	uint8_t *bounce;
 	bool unlinked;  /* cancel() from the server */
 	bool in_libusb; /* submitted (else waiting in hd->waitq) */
+	bool in_worker; /* a special request the device's worker is doing */
 	bool chunked;   /* a bulk URB sent in pieces */
 	bool special;   /* a special request waiting for earlier control transfers */
 	uint32_t done;  /* chunked: bytes transferred so far */
 	uint32_t chunk; /* chunked: piece size */
+	uint64_t cost;  /* usbfs memory held while in libusb */
 };
 
 struct xlist {
@@ -96,12 +106,39 @@ struct hdev {
 	struct xlist waitq;
 	bool blocked;           /* a chunked URB runs: nothing else may start */
 	unsigned ctrl_inflight; /* control transfers in libusb */
+	uint64_t mem;           /* usbfs memory our transfers hold (uw_usbhost_urb_cost) */
+	uint64_t budget;        /* at most this (0: no limit), set at import */
+
+	/* Blocking libusb calls run on the device's worker (uw_hworker.h), one at a time; while
+	 * one runs, nothing else of the device starts (busy). */
+	uw_hworker worker;
+	bool worker_init;
+	bool busy;
+	struct spjob {
+		uw_hjob j; /* first */
+		struct hdev *hd;
+		struct hx *x; /* the special request (x->u NULL once orphaned) */
+		int kind;     /* enum special */
+		uw_setup s;
+		int r, r2; /* libusb results */
+		struct claim_report {
+			int detach_iface, detach_r, claim_iface, claim_r;
+		} rep;
+	} sp;
+	struct reljob {
+		uw_hjob j; /* first */
+		struct hdev *hd;
+		bool gone; /* when it started */
+		int r;
+		bool started;
+	} rel;
 	bool warned_nomem;
+	unsigned refusals; /* special requests refused this session */
 };
 
 struct uw_usbhost {
 	struct uw_usbhost_config cfg;
-	char sysfs[256], devfs[256];
+	char sysfs[256], devfs[256], usbfs_mb[256];
 	libusb_context *ctx;
 	int nlfd;
 	uw_usb_rule *rules;
@@ -307,6 +344,38 @@ void uw_usbhost_iso_scatter(const uw_iso_pkt *p, uint32_t n, const uint8_t *src,
 	}
 }
 
+uint64_t uw_usbhost_device_budget(uint64_t usbfs_total)
+{
+	if (!usbfs_total)
+		return 0;
+	uint64_t b = usbfs_total / 4;
+	return b < UW_USBHOST_MIN_BUDGET ? UW_USBHOST_MIN_BUDGET : b;
+}
+
+uint64_t uw_usbhost_urb_cost(uint32_t len)
+{
+	return (uint64_t)len + URB_OVERHEAD;
+}
+
+bool uw_usbhost_fits(uint64_t in_use, uint64_t cost, uint64_t budget)
+{
+	return !budget || (in_use <= budget && cost <= budget - in_use);
+}
+
+/* usbcore's usbfs_memory_mb in bytes (0: no limit); its default when unreadable. */
+static uint64_t usbfs_total(const uw_usbhost *h)
+{
+	uint64_t mb = 16;
+	FILE *f = fopen(h->usbfs_mb, "re");
+	if (f) {
+		unsigned long long v;
+		if (fscanf(f, "%llu", &v) == 1 && v <= (1ull << 20))
+			mb = v;
+		fclose(f);
+	}
+	return mb << 20;
+}
+
 /* ---- libusb on the loop ------------------------------------------------------------------- */
 
 static void on_libusb_fd(void *arg, uint32_t events)
@@ -366,21 +435,27 @@ static void LIBUSB_CALL fd_removed(int fd, void *user)
 
 /* ---- Claiming ------------------------------------------------------------------------------ */
 
-/* The active configuration's raw descriptor, or NULL when unconfigured/unknown. */
-static const uint8_t *active_config(const struct hdev *hd, size_t *len)
+/* Configuration value's raw descriptor, or NULL when 0/unknown. */
+static const uint8_t *config_desc(const struct hdev *hd, uint8_t value, size_t *len)
 {
 	const uint8_t *cfg;
-	if (!hd->config || uw_usbsys_config(&hd->sys, hd->config, &cfg, len) != UW_OK)
+	if (!value || uw_usbsys_config(&hd->sys, value, &cfg, len) != UW_OK)
 		return NULL;
 	return cfg;
 }
 
-/* Interface numbers of the active configuration, as a bitmap. */
-static void active_ifaces(const struct hdev *hd, uint8_t bits[32])
+/* The active configuration's raw descriptor, or NULL when unconfigured/unknown. */
+static const uint8_t *active_config(const struct hdev *hd, size_t *len)
+{
+	return config_desc(hd, hd->config, len);
+}
+
+/* Interface numbers of configuration value, as a bitmap. */
+static void config_ifaces(const struct hdev *hd, uint8_t value, uint8_t bits[32])
 {
 	memset(bits, 0, 32);
 	size_t len = 0;
-	const uint8_t *cfg = active_config(hd, &len);
+	const uint8_t *cfg = config_desc(hd, value, &len);
 	uw_config_iter it;
 	uw_desc_item item;
 	if (!cfg || uw_config_iter_init(&it, cfg, len, NULL) != UW_OK)
@@ -411,28 +486,45 @@ static void release_all(struct hdev *hd)
 	}
 }
 
-/* Detaches kernel drivers from, and claims, every interface of the active configuration. */
-static int claim_all(struct hdev *hd)
+static void active_ifaces(const struct hdev *hd, uint8_t bits[32])
+{
+	config_ifaces(hd, hd->config, bits);
+}
+
+/* Detaches kernel drivers from, and claims, every interface of configuration value. Logs
+ * nothing (it may run on the worker): what failed is in *rep, for claim_log(). */
+static int claim_all(struct hdev *hd, uint8_t value, struct claim_report *rep)
 {
 	uint8_t bits[32];
-	active_ifaces(hd, bits);
+	*rep = (struct claim_report){-1, 0, -1, 0};
+	config_ifaces(hd, value, bits);
 	for (unsigned i = 0; i < 256; i++) {
 		if (!bit_get(bits, i))
 			continue;
 		int r = libusb_detach_kernel_driver(hd->uh, (int)i);
-		if (r != LIBUSB_SUCCESS && r != LIBUSB_ERROR_NOT_FOUND)
-			LOG(hd->h, UW_LOG_WARN,
-			    "%s: interface %u: cannot detach its kernel driver: %s",
-			    hd->dev.info.busid, i, libusb_error_name(r));
+		if (r != LIBUSB_SUCCESS && r != LIBUSB_ERROR_NOT_FOUND && rep->detach_iface < 0) {
+			rep->detach_iface = (int)i;
+			rep->detach_r = r;
+		}
 		r = libusb_claim_interface(hd->uh, (int)i);
 		if (r != LIBUSB_SUCCESS) {
-			LOG(hd->h, UW_LOG_WARN, "%s: interface %u: cannot claim it: %s",
-			    hd->dev.info.busid, i, libusb_error_name(r));
+			rep->claim_iface = (int)i;
+			rep->claim_r = r;
 			return r;
 		}
 		set_claimed(hd, i, true);
 	}
 	return LIBUSB_SUCCESS;
+}
+
+static void claim_log(struct hdev *hd, const struct claim_report *rep)
+{
+	if (rep->detach_iface >= 0)
+		LOG(hd->h, UW_LOG_WARN, "%s: interface %d: cannot detach its kernel driver: %s",
+		    hd->dev.info.busid, rep->detach_iface, libusb_error_name(rep->detach_r));
+	if (rep->claim_iface >= 0)
+		LOG(hd->h, UW_LOG_WARN, "%s: interface %d: cannot claim it: %s", hd->dev.info.busid,
+		    rep->claim_iface, libusb_error_name(rep->claim_r));
 }
 
 /* Lets the kernel's drivers have the interfaces again (what was bound before the import). */
@@ -515,8 +607,14 @@ static void chunk_setup(struct hx *x)
 static int hx_submit(struct hx *x)
 {
 	struct hdev *hd = x->hd;
+	uint64_t cost = uw_usbhost_urb_cost((uint32_t)x->t->length);
+	/* Past the device's share: as if usbfs were full (wait, split or fail). */
+	if (!uw_usbhost_fits(hd->mem, cost, hd->budget))
+		return LIBUSB_ERROR_NO_MEM;
 	int r = libusb_submit_transfer(x->t);
 	if (r == LIBUSB_SUCCESS) {
+		x->cost = cost;
+		hd->mem += cost;
 		x->in_libusb = true;
 		xl_push(&hd->inflight, x);
 		if (x->u->xfer == UW_XFER_CONTROL)
@@ -553,9 +651,11 @@ static bool hx_nomem_alone(struct hx *x)
 		x->chunked = false;
 	}
 	LOG(hd->h, UW_LOG_WARN,
-	    "%s: cannot submit a %u-byte %s transfer: usbfs memory exhausted "
-	    "(raise /sys/module/usbcore/parameters/usbfs_memory_mb); failed with -ENOMEM",
-	    hd->dev.info.busid, u->len, uw_xfer_name(u->xfer));
+	    "%s: cannot submit a %u-byte %s transfer: usbfs memory exhausted, or more than "
+	    "this device's share of it (%llu KiB, a quarter of usbfs_memory_mb; raise "
+	    "/sys/module/usbcore/parameters/usbfs_memory_mb); failed with -ENOMEM",
+	    hd->dev.info.busid, u->len, uw_xfer_name(u->xfer),
+	    (unsigned long long)(hd->budget >> 10));
 	hx_finish(x, URB_ENOMEM, 0);
 	return false;
 }
@@ -572,9 +672,11 @@ static void hx_start(struct hx *x)
 			if (!hd->warned_nomem) {
 				hd->warned_nomem = true;
 				LOG(hd->h, UW_LOG_WARN,
-				    "%s: usbfs memory limit reached with %u transfers in flight "
-				    "(usbfs_memory_mb): later URBs wait for earlier ones",
-				    hd->dev.info.busid, hd->inflight.n);
+				    "%s: usbfs memory limit or this device's share of it (%llu "
+				    "KiB) reached with %u transfers in flight (usbfs_memory_mb): "
+				    "later URBs wait for earlier ones",
+				    hd->dev.info.busid, (unsigned long long)(hd->budget >> 10),
+				    hd->inflight.n);
 			}
 			xl_push(&hd->waitq, x);
 			return;
@@ -594,7 +696,7 @@ static bool special_request(struct hdev *hd, uw_urb *u);
  * the control transfers before it have completed, so that endpoint 0 answers in order. */
 static void pump(struct hdev *hd)
 {
-	while (hd->waitq.head && !hd->blocked && !hd->destroyed) {
+	while (hd->waitq.head && !hd->blocked && !hd->busy && !hd->destroyed) {
 		struct hx *x = hd->waitq.head;
 		if (x->special) {
 			if (hd->ctrl_inflight)
@@ -636,6 +738,8 @@ static void LIBUSB_CALL on_transfer(struct libusb_transfer *t)
 	struct hdev *hd = x->hd;
 	xl_del(&hd->inflight, x);
 	x->in_libusb = false;
+	hd->mem -= x->cost <= hd->mem ? x->cost : hd->mem;
+	x->cost = 0;
 	if (t->type == LIBUSB_TRANSFER_TYPE_CONTROL && hd->ctrl_inflight)
 		hd->ctrl_inflight--;
 	uw_urb *u = x->u;
@@ -708,63 +812,87 @@ static void LIBUSB_CALL on_transfer(struct libusb_transfer *t)
 		pump(hd);
 }
 
-/* ---- Special requests (docs/protocol.md §4.12) -------------------------------------------- */
+/* ---- Special requests (docs/protocol.md, "Special requests") ------------------------------- */
 
-static int32_t do_set_configuration(struct hdev *hd, uint8_t value)
-{
-	const uint8_t *cfg;
-	size_t len;
-	if (value && uw_usbsys_config(&hd->sys, value, &cfg, &len) != UW_OK) {
-		LOG(hd->h, UW_LOG_INFO, "%s: SET_CONFIGURATION %u: no such configuration",
-		    hd->dev.info.busid, value);
-		return UW_URB_EINVAL;
-	}
-	release_all(hd);
-	int r = libusb_set_configuration(hd->uh, value);
-	if (r != LIBUSB_SUCCESS) {
-		LOG(hd->h, UW_LOG_WARN, "%s: SET_CONFIGURATION %u failed: %s", hd->dev.info.busid,
-		    value, libusb_error_name(r));
-		claim_all(hd); /* back to what the old configuration had */
-		return uw_usbhost_error_status(r);
-	}
-	hd->config = value;
-	uw_alt_sel_reset(&hd->alt);
-	/* The kernel may have bound drivers to the new interfaces: take them back. */
-	r = claim_all(hd);
-	rebuild_eps(hd);
-	LOG(hd->h, UW_LOG_DEBUG, "%s: configuration %u", hd->dev.info.busid, value);
-	return r == LIBUSB_SUCCESS ? 0 : uw_usbhost_error_status(r);
-}
+/* The requests usbfs must do itself, and those that must never reach a device from the network
+ * (docs/protocol.md, "Special requests"). Recognised by type, recipient and request whatever
+ * the direction bit says: a device may act on a form the kernel stub would pass through (firmware
+ * that decodes bRequest alone), behind usbfs's back. */
+enum special {
+	SP_NONE = UW_SP_FORWARD,
+	SP_SET_CONFIG = UW_SP_SET_CONFIG,
+	SP_SET_IFACE = UW_SP_SET_IFACE,
+	SP_CLEAR_HALT = UW_SP_CLEAR_HALT,
+	SP_PORT_RESET = UW_SP_PORT_RESET,
+	SP_ADDRESS = UW_SP_ADDRESS,
+	SP_REFUSE = UW_SP_REFUSE
+};
 
-static int32_t do_set_interface(struct hdev *hd, uint8_t iface, uint8_t alt)
-{
-	if (!claimed(hd, iface))
-		return UW_URB_EINVAL;
-	int r = libusb_set_interface_alt_setting(hd->uh, iface, alt);
-	if (r != LIBUSB_SUCCESS) {
-		LOG(hd->h, UW_LOG_INFO, "%s: SET_INTERFACE %u alt %u failed: %s",
-		    hd->dev.info.busid, iface, alt, libusb_error_name(r));
-		return uw_usbhost_error_status(r);
-	}
-	hd->alt.alt[iface] = alt;
-	rebuild_eps(hd);
-	return 0;
-}
-
-/* The requests usbfs must do itself (docs/protocol.md §4.12, the kernel stub's list). */
-enum special { SP_NONE, SP_SET_CONFIG, SP_SET_IFACE, SP_CLEAR_HALT, SP_PORT_RESET };
+enum { RT_STANDARD = 0, RT_CLASS = 1 };
+enum { RCPT_DEVICE = 0, RCPT_INTERFACE = 1, RCPT_ENDPOINT = 2, RCPT_OTHER = 3 };
+enum { FEAT_ENDPOINT_HALT = 0, FEAT_TEST_MODE = 2, FEAT_PORT_RESET = 4 };
 
 static enum special special_kind(const uw_setup *s)
 {
-	if (s->bm_request_type == 0x00 && s->b_request == REQ_SET_CONFIGURATION)
-		return SP_SET_CONFIG;
-	if (s->bm_request_type == 0x01 && s->b_request == REQ_SET_INTERFACE)
-		return SP_SET_IFACE;
-	if (s->bm_request_type == 0x02 && s->b_request == REQ_CLEAR_FEATURE && s->w_value == 0)
-		return SP_CLEAR_HALT;
-	if (s->bm_request_type == 0x23 && s->b_request == REQ_SET_FEATURE && s->w_value == 4)
-		return SP_PORT_RESET;
-	return SP_NONE;
+	unsigned type = (s->bm_request_type >> 5) & 3, rcpt = s->bm_request_type & 0x1f;
+	bool in = s->bm_request_type & 0x80;
+	enum special k = SP_NONE;
+	unsigned want_rcpt = RCPT_DEVICE;
+	if (type == RT_CLASS && rcpt == RCPT_OTHER && s->b_request == REQ_SET_FEATURE &&
+	    s->w_value == FEAT_PORT_RESET)
+		return in ? SP_REFUSE : SP_PORT_RESET;
+	if (type != RT_STANDARD)
+		return SP_NONE;
+	switch (s->b_request) {
+	case REQ_SET_ADDRESS:
+		k = SP_ADDRESS;
+		break;
+	case REQ_SET_CONFIGURATION:
+		k = SP_SET_CONFIG;
+		break;
+	case REQ_SET_INTERFACE:
+		k = SP_SET_IFACE;
+		want_rcpt = RCPT_INTERFACE;
+		break;
+	case REQ_CLEAR_FEATURE:
+		if (rcpt != RCPT_ENDPOINT || s->w_value != FEAT_ENDPOINT_HALT)
+			return SP_NONE;
+		k = SP_CLEAR_HALT;
+		want_rcpt = RCPT_ENDPOINT;
+		break;
+	case REQ_SET_FEATURE:
+		/* TEST_MODE leaves a device unusable until it is powered off. */
+		return s->w_value == FEAT_TEST_MODE ? SP_REFUSE : SP_NONE;
+	default:
+		return SP_NONE;
+	}
+	/* The USB spec defines each of these host-to-device, for one recipient only. */
+	return in || rcpt != want_rcpt ? SP_REFUSE : k;
+}
+
+int uw_usbhost_special_kind(const uw_setup *s)
+{
+	return (int)special_kind(s);
+}
+
+/* "SET_CONFIGURATION" etc. for the log line of a refused request. */
+static const char *special_name(const uw_setup *s)
+{
+	if (((s->bm_request_type >> 5) & 3) == RT_CLASS)
+		return "SET_FEATURE(PORT_RESET)";
+	switch (s->b_request) {
+	case REQ_SET_ADDRESS:
+		return "SET_ADDRESS";
+	case REQ_SET_CONFIGURATION:
+		return "SET_CONFIGURATION";
+	case REQ_SET_INTERFACE:
+		return "SET_INTERFACE";
+	case REQ_CLEAR_FEATURE:
+		return "CLEAR_FEATURE(ENDPOINT_HALT)";
+	case REQ_SET_FEATURE:
+		return "SET_FEATURE(TEST_MODE)";
+	}
+	return "request";
 }
 
 static bool is_special(const uw_setup *s)
@@ -772,46 +900,201 @@ static bool is_special(const uw_setup *s)
 	return special_kind(s) != SP_NONE;
 }
 
-/* Returns true if u was one of the requests usbfs must do itself (u is then completed). */
-static bool special_request(struct hdev *hd, uw_urb *u)
+/* ---- Blocking calls on the device's worker ---------------------------------------------- */
+
+static void release_kick(struct hdev *hd);
+
+/* On the worker: the libusb calls of hd->sp. Only what no loop-thread code changes while the
+ * device is busy: the handle, the claimed interfaces, the sysfs descriptors. */
+static void sp_run(uw_hjob *j)
 {
-	const uw_setup *s = &u->setup;
-	int32_t st;
-	switch (special_kind(s)) {
-	case SP_SET_CONFIG:
-		/* Values past a byte name no configuration (the kernel stub fails them too). */
-		st = s->w_value > 0xff ? UW_URB_EPIPE
-		                       : do_set_configuration(hd, (uint8_t)s->w_value);
-		break;
-	case SP_SET_IFACE:
-		st = s->w_index > 0xff || s->w_value > 0xff
-		         ? UW_URB_EPIPE
-		         : do_set_interface(hd, (uint8_t)s->w_index, (uint8_t)s->w_value);
-		break;
-	case SP_CLEAR_HALT: {
-		/* The endpoint address with its direction bit: also resets the host's toggle.
-		 * usbfs refuses endpoint 0 (in no interface), whose halt the next SETUP clears
-		 * anyway: answer it as done; an endpoint not in the configuration stalls. */
-		unsigned char epa = (unsigned char)(s->w_index & 0x8f);
-		int r = (epa & 0x0f) ? libusb_clear_halt(hd->uh, epa) : LIBUSB_SUCCESS;
-		st = r == LIBUSB_ERROR_NOT_FOUND ? UW_URB_EPIPE : uw_usbhost_error_status(r);
+	struct spjob *sp = (struct spjob *)j;
+	struct hdev *hd = sp->hd;
+	const uw_setup *s = &sp->s;
+	sp->r2 = LIBUSB_SUCCESS;
+	sp->rep = (struct claim_report){-1, 0, -1, 0};
+	switch (sp->kind) {
+	case SP_SET_CONFIG: {
+		uint8_t value = (uint8_t)s->w_value;
+		release_all(hd);
+		sp->r = libusb_set_configuration(hd->uh, value);
+		/* On failure, back to what the old configuration had; on success the kernel may
+		 * have bound drivers to the new interfaces: take them back. */
+		sp->r2 = claim_all(hd, sp->r == LIBUSB_SUCCESS ? value : hd->config, &sp->rep);
 		break;
 	}
-	case SP_PORT_RESET: {
-		int r = libusb_reset_device(hd->uh);
-		if (r == LIBUSB_ERROR_NOT_FOUND)
+	case SP_SET_IFACE:
+		sp->r = libusb_set_interface_alt_setting(hd->uh, s->w_index, s->w_value);
+		break;
+	case SP_CLEAR_HALT:
+		/* The endpoint address with its direction bit: also resets the host's toggle. */
+		sp->r = libusb_clear_halt(hd->uh, (unsigned char)(s->w_index & 0x8f));
+		break;
+	case SP_PORT_RESET:
+		sp->r = libusb_reset_device(hd->uh);
+		break;
+	}
+}
+
+/* On the loop: apply the result of hd->sp, complete its URB, let the device go on. */
+static void sp_done(uw_hjob *j)
+{
+	struct spjob *sp = (struct spjob *)j;
+	struct hdev *hd = sp->hd;
+	const uw_setup *s = &sp->s;
+	struct hx *x = sp->x;
+	int32_t st = 0;
+	hd->busy = false;
+	sp->x = NULL;
+	switch (sp->kind) {
+	case SP_SET_CONFIG:
+		claim_log(hd, &sp->rep);
+		if (sp->r != LIBUSB_SUCCESS) {
+			LOG(hd->h, UW_LOG_WARN, "%s: SET_CONFIGURATION %u failed: %s",
+			    hd->dev.info.busid, s->w_value, libusb_error_name(sp->r));
+			st = uw_usbhost_error_status(sp->r);
+			break;
+		}
+		hd->config = (uint8_t)s->w_value;
+		uw_alt_sel_reset(&hd->alt);
+		rebuild_eps(hd);
+		LOG(hd->h, UW_LOG_DEBUG, "%s: configuration %u", hd->dev.info.busid, s->w_value);
+		st = uw_usbhost_error_status(sp->r2);
+		break;
+	case SP_SET_IFACE:
+		if (sp->r != LIBUSB_SUCCESS) {
+			LOG(hd->h, UW_LOG_INFO, "%s: SET_INTERFACE %u alt %u failed: %s",
+			    hd->dev.info.busid, s->w_index, s->w_value, libusb_error_name(sp->r));
+			st = uw_usbhost_error_status(sp->r);
+			break;
+		}
+		hd->alt.alt[s->w_index] = (uint8_t)s->w_value;
+		rebuild_eps(hd);
+		break;
+	case SP_CLEAR_HALT:
+		/* An endpoint not in the configuration stalls. */
+		st =
+		    sp->r == LIBUSB_ERROR_NOT_FOUND ? UW_URB_EPIPE : uw_usbhost_error_status(sp->r);
+		break;
+	case SP_PORT_RESET:
+		if (sp->r == LIBUSB_ERROR_NOT_FOUND)
 			LOG(hd->h, UW_LOG_INFO,
 			    "%s: port reset re-enumerated the device: it comes back as a new "
 			    "device",
 			    hd->dev.info.busid);
-		st = uw_usbhost_error_status(r);
+		st = uw_usbhost_error_status(sp->r);
 		break;
 	}
+	uw_urb *u = x->u;
+	hx_free(x);
+	if (u) {
+		u->backend = NULL;
+		uw_urb_complete(u, st, 0);
+	}
+	if (hd->destroyed)
+		return;
+	if (hd->release_pending)
+		release_kick(hd); /* the session ended meanwhile */
+	else
+		pump(hd);
+}
+
+/* Runs job j (hd->sp or hd->rel) on the device's worker, or here if no thread can be had. */
+static void hd_run_job(struct hdev *hd, uw_hjob *j)
+{
+	hd->busy = true;
+	if (!hd->worker_init) {
+		uw_hworker_init(&hd->worker, hd->h->cfg.loop);
+		hd->worker_init = true;
+	}
+	if (uw_hworker_submit(&hd->worker, j))
+		return;
+	LOG(hd->h, UW_LOG_WARN, "%s: no worker thread: a blocking call runs on the loop",
+	    hd->dev.info.busid);
+	j->run(j);
+	j->done(j);
+}
+
+/* Returns true if u was one of the requests usbfs must do itself, or one that must not reach
+ * the device: u is then completed, or handed to the device's worker. */
+static bool special_request(struct hdev *hd, uw_urb *u)
+{
+	const uw_setup *s = &u->setup;
+	int32_t st;
+	int kind = special_kind(s);
+	switch (kind) {
+	case SP_SET_CONFIG: {
+		/* Values past a byte name no configuration (the kernel stub fails them too). */
+		if (s->w_value > 0xff) {
+			st = UW_URB_EPIPE;
+			break;
+		}
+		const uint8_t *cfg;
+		size_t len;
+		if (s->w_value &&
+		    uw_usbsys_config(&hd->sys, (uint8_t)s->w_value, &cfg, &len) != UW_OK) {
+			LOG(hd->h, UW_LOG_INFO, "%s: SET_CONFIGURATION %u: no such configuration",
+			    hd->dev.info.busid, s->w_value);
+			st = UW_URB_EINVAL;
+			break;
+		}
+		goto job;
+	}
+	case SP_SET_IFACE:
+		if (s->w_index > 0xff || s->w_value > 0xff) {
+			st = UW_URB_EPIPE;
+			break;
+		}
+		if (!claimed(hd, s->w_index)) {
+			st = UW_URB_EINVAL;
+			break;
+		}
+		goto job;
+	case SP_CLEAR_HALT:
+		/* usbfs refuses endpoint 0 (in no interface), whose halt the next SETUP clears
+		 * anyway: answer it as done. */
+		if (!(s->w_index & 0x0f)) {
+			st = 0;
+			break;
+		}
+		goto job;
+	case SP_PORT_RESET:
+		goto job;
+	case SP_ADDRESS:
+		st = 0; /* the client's own business: the device keeps the address it has */
+		break;
+	case SP_REFUSE:
+		if (hd->refusals++ < REFUSALS_LOGGED)
+			LOG(hd->h, UW_LOG_WARN,
+			    "%s: refused %s (%02x %02x %04x %04x %04x): it must not reach a "
+			    "device from the network; failed with -EPIPE%s",
+			    hd->dev.info.busid, special_name(s), s->bm_request_type, s->b_request,
+			    s->w_value, s->w_index, s->w_length,
+			    hd->refusals == REFUSALS_LOGGED ? " (further refusals in this session "
+			                                      "are not logged)"
+			                                    : "");
+		st = UW_URB_EPIPE;
+		break;
 	case SP_NONE:
 	default:
 		return false;
 	}
 	uw_urb_complete(u, st, 0);
+	return true;
+job:;
+	struct hx *x = calloc(1, sizeof *x);
+	if (!x) {
+		uw_urb_complete(u, URB_ENOMEM, 0);
+		return true;
+	}
+	x->hd = hd;
+	x->u = u;
+	x->special = true;
+	x->in_worker = true;
+	u->backend = x;
+	hd->sp = (struct spjob){
+	    .j = {.run = sp_run, .done = sp_done}, .hd = hd, .x = x, .kind = kind, .s = *s};
+	hd_run_job(hd, &hd->sp.j);
 	return true;
 }
 
@@ -843,24 +1126,32 @@ static void hd_close(struct hdev *hd)
 }
 
 /* Gives the device back: interfaces released, reset like the kernel stub, kernel drivers
- * re-attached. Not inside a libusb callback. */
-static void finish_release(struct hdev *hd)
+ * re-attached. The reset is on the device's worker (rel_run), the rest on the loop (rel_done). */
+static void rel_run(uw_hjob *j)
 {
-	uw_loop_cancel_task(hd->h->cfg.loop, &hd->release_t); /* when done early by an import */
-	hd->release_pending = false;
-	if (!hd->open)
-		return;
+	struct reljob *rel = (struct reljob *)j;
+	struct hdev *hd = rel->hd;
 	release_all(hd);
-	if (!hd->gone) {
-		int r = libusb_reset_device(hd->uh);
-		if (r != LIBUSB_SUCCESS)
-			LOG(hd->h, UW_LOG_INFO, "%s: reset after the session: %s",
-			    hd->dev.info.busid, libusb_error_name(r));
-		/* Drivers go back unless the device left or re-enumerated (then the kernel
-		 * binds the new one itself). */
-		if (r != LIBUSB_ERROR_NOT_FOUND && r != LIBUSB_ERROR_NO_DEVICE)
-			reattach_all(hd);
-	}
+	rel->r = LIBUSB_SUCCESS;
+	if (rel->gone)
+		return;
+	rel->r = libusb_reset_device(hd->uh);
+	/* Drivers go back unless the device left or re-enumerated (then the kernel binds the new
+	 * one itself). */
+	if (rel->r != LIBUSB_ERROR_NOT_FOUND && rel->r != LIBUSB_ERROR_NO_DEVICE)
+		reattach_all(hd);
+}
+
+static void rel_done(uw_hjob *j)
+{
+	struct reljob *rel = (struct reljob *)j;
+	struct hdev *hd = rel->hd;
+	hd->busy = false;
+	rel->started = false;
+	hd->release_pending = false;
+	if (!rel->gone && rel->r != LIBUSB_SUCCESS)
+		LOG(hd->h, UW_LOG_INFO, "%s: reset after the session: %s", hd->dev.info.busid,
+		    libusb_error_name(rel->r));
 	hd_close(hd);
 	if (!hd->gone && !hd->destroyed) {
 		/* The device may have left during the reset (its uevent not seen yet): then the
@@ -878,11 +1169,38 @@ static void finish_release(struct hdev *hd)
 	}
 }
 
+/* Starts the release if one is due and the device's worker is free for it. */
+static void release_kick(struct hdev *hd)
+{
+	if (!hd->release_pending || hd->rel.started || hd->busy || hd->destroyed)
+		return;
+	uw_loop_cancel_task(hd->h->cfg.loop, &hd->release_t); /* when started early */
+	if (!hd->open) {
+		hd->release_pending = false;
+		return;
+	}
+	hd->rel = (struct reljob){
+	    .j = {.run = rel_run, .done = rel_done}, .hd = hd, .gone = hd->gone, .started = true};
+	hd_run_job(hd, &hd->rel.j);
+}
+
+/* Waits for the device's worker to finish what it has, and finishes a due release now. */
+static void finish_release(struct hdev *hd)
+{
+	if (hd->worker_init)
+		uw_hworker_drain(&hd->worker);
+	if (!hd->release_pending)
+		return;
+	release_kick(hd);
+	if (hd->worker_init)
+		uw_hworker_drain(&hd->worker);
+}
+
 static void release_task(void *arg)
 {
 	struct hdev *hd = arg;
 	if (hd->release_pending && !hd->destroyed)
-		finish_release(hd);
+		release_kick(hd);
 }
 
 static int hd_import(uw_dev *d)
@@ -936,7 +1254,9 @@ static int hd_import(uw_dev *d)
 	hd->open = true;
 	hd->config = hd->sys.config_value;
 	uw_alt_sel_reset(&hd->alt);
-	r = claim_all(hd);
+	struct claim_report crep;
+	r = claim_all(hd, hd->config, &crep);
+	claim_log(hd, &crep);
 	if (r != LIBUSB_SUCCESS) {
 		release_all(hd);
 		reattach_all(hd);
@@ -956,6 +1276,9 @@ static int hd_import(uw_dev *d)
 	}
 	rebuild_eps(hd);
 	hd->warned_nomem = false;
+	hd->refusals = 0;
+	hd->mem = 0;
+	hd->budget = uw_usbhost_device_budget(usbfs_total(h));
 	hd->blocked = false;
 	LOG(h, UW_LOG_DEBUG, "%s: opened %s, configuration %u", hd->sys.busid, node, hd->config);
 	return UW_OK;
@@ -971,7 +1294,7 @@ static void hd_submit(uw_dev *d, uw_urb *u)
 	}
 	if (u->xfer == UW_XFER_CONTROL) {
 		if (is_special(&u->setup)) {
-			if (!hd->ctrl_inflight && !hd->waitq.head && !hd->blocked) {
+			if (!hd->ctrl_inflight && !hd->waitq.head && !hd->blocked && !hd->busy) {
 				special_request(hd, u);
 				return;
 			}
@@ -1069,7 +1392,7 @@ static void hd_submit(uw_dev *d, uw_urb *u)
 		return;
 	}
 	u->backend = x;
-	if (hd->waitq.head || hd->blocked)
+	if (hd->waitq.head || hd->blocked || hd->busy)
 		xl_push(&hd->waitq, x); /* keep the order behind what already waits */
 	else
 		hx_start(x);
@@ -1082,6 +1405,8 @@ static void hd_cancel(uw_dev *d, uw_urb *u)
 	if (!x || x->u != u)
 		return;
 	x->unlinked = true;
+	if (x->in_worker)
+		return; /* cannot be stopped: completes with its result */
 	if (!x->in_libusb) {
 		xl_del(&hd->waitq, x);
 		hx_finish(x, UW_URB_ECONNRESET, 0);
@@ -1130,6 +1455,8 @@ static void hd_destroy(uw_dev *d)
 		x->u = NULL;
 		libusb_cancel_transfer(x->t);
 	}
+	if (hd->busy && hd->sp.x)
+		hd->sp.x->u = NULL; /* the worker's special request: finalize waits for it */
 	hd->final_t = (uw_loop_task){finalize_task, hd, NULL};
 	uw_loop_post_task(h->cfg.loop, &hd->final_t);
 }
@@ -1150,6 +1477,11 @@ static void hd_finalize(struct hdev *hd)
 	/* Whoever calls (its own task, or uw_usbhost_free), neither task may run after the free. */
 	uw_loop_cancel_task(h->cfg.loop, &hd->release_t);
 	uw_loop_cancel_task(h->cfg.loop, &hd->final_t);
+	if (hd->worker_init) {
+		/* A reset in progress finishes first (this blocks the loop, at teardown only). */
+		uw_hworker_fini(&hd->worker);
+		hd->worker_init = false;
+	}
 	if (hd->inflight.head) {
 		struct timeval tv = {0, 100000};
 		for (int i = 0; i < CLOSE_WAIT_S * 10 && hd->inflight.head; i++)
@@ -1461,6 +1793,8 @@ int uw_usbhost_new(const struct uw_usbhost_config *cfg, uw_usbhost **out, char *
 	h->nlfd = -1;
 	snprintf(h->sysfs, sizeof h->sysfs, "%s", cfg->sysfs ? cfg->sysfs : UW_USBSYS_ROOT);
 	snprintf(h->devfs, sizeof h->devfs, "%s", cfg->devfs ? cfg->devfs : UW_USBSYS_DEVFS);
+	snprintf(h->usbfs_mb, sizeof h->usbfs_mb, "%s",
+	         cfg->usbfs_memory_mb ? cfg->usbfs_memory_mb : USBFS_MEMORY_MB);
 	/* We find devices ourselves and hand libusb the fds we opened (docs/style.md: it also lets
 	 * a sandboxed process drive a device it could not open). libusb 1.0.26 takes this option
 	 * only as a default for new contexts. */

@@ -6,11 +6,13 @@
  * One uw_usbhost owns a libusb context (no default context, no device discovery by libusb) and
  * runs it on the uw_loop's thread: libusb's file descriptors are watched by the loop and its
  * events handled with a zero timeout there, so every transfer callback - and so every URB
- * completion - happens on the loop thread, without locks. Devices are found in sysfs and followed
- * through the kernel's uevents (no udev needed); a device is opened (/dev/bus/usb/BBB/DDD, handed
- * to libusb with libusb_wrap_sys_device), its kernel drivers detached and its interfaces claimed
- * only when a client imports it, and given back (interfaces released, device reset as the kernel
- * stub does, kernel drivers re-attached) after the session.
+ * completion - happens on the loop thread, without locks. The blocking libusb calls (port
+ * reset, SET_CONFIGURATION, SET_INTERFACE, CLEAR_HALT, the reset after a session) run on a
+ * worker thread per device, their results handed back to the loop (uw_hworker.h). Devices are
+ * found in sysfs and followed through the kernel's uevents (no udev needed); a device is opened
+ * (/dev/bus/usb/BBB/DDD, handed to libusb with libusb_wrap_sys_device), its kernel drivers detached
+ * and its interfaces claimed only when a client imports it, and given back (interfaces released,
+ * device reset as the kernel stub does, kernel drivers re-attached) after the session.
  *
  * Threads: every function here must be called on the loop thread (the one running uw_loop_run),
  * or before the loop runs / after it stopped.
@@ -33,6 +35,8 @@ struct uw_usbhost_config {
 	uw_logger log;
 	const char *sysfs; /* NULL: /sys/bus/usb/devices */
 	const char *devfs; /* NULL: /dev/bus/usb */
+	/* usbcore's usbfs memory limit, read at each import (NULL: the real parameter file) */
+	const char *usbfs_memory_mb; /* NULL: /sys/module/usbcore/parameters/usbfs_memory_mb */
 	/* A device matched a rule: export it. Return 0 to take ownership of d (its ops->destroy
 	 * then frees it), or a negative uw_err (the backend destroys d itself). */
 	int (*add)(void *user, uw_dev *d);
@@ -78,6 +82,33 @@ int32_t uw_usbhost_iso_status(int libusb_transfer_status);
 /** URB status for a libusb error (enum libusb_error) returned by a submit or a synchronous call
  * done for a special request. */
 int32_t uw_usbhost_error_status(int libusb_error);
+
+/**
+ * uw_usbhost_device_budget() - bytes of usbfs memory the URBs of one device may hold at once,
+ * when usbfs allows usbfs_total bytes to all its users together (usbcore's usbfs_memory_mb; 0 is
+ * no limit, and so is the answer 0): a quarter, so that one client parking URBs on a quiet
+ * endpoint cannot starve the other devices, but never less than UW_USBHOST_MIN_BUDGET.
+ */
+#define UW_USBHOST_MIN_BUDGET (256u << 10)
+uint64_t uw_usbhost_device_budget(uint64_t usbfs_total);
+/** What one URB of len bytes costs in usbfs memory (the kernel's bookkeeping included). */
+uint64_t uw_usbhost_urb_cost(uint32_t len);
+/** Whether a URB costing cost fits a device holding in_use of its budget (0: no limit). A URB
+ * that does not fit waits for earlier ones, or, alone, goes in pieces (bulk) or fails -ENOMEM. */
+bool uw_usbhost_fits(uint64_t in_use, uint64_t cost, uint64_t budget);
+
+/* What the backend does with a control request (docs/protocol.md, "Special requests"). */
+enum uw_usbhost_special {
+	UW_SP_FORWARD,    /* sent to the device as it is */
+	UW_SP_SET_CONFIG, /* done by usbfs: libusb_set_configuration, interfaces claimed again */
+	UW_SP_SET_IFACE,  /* done by usbfs: libusb_set_interface_alt_setting */
+	UW_SP_CLEAR_HALT, /* done by usbfs: libusb_clear_halt (the host's toggle too) */
+	UW_SP_PORT_RESET, /* done by usbfs: libusb_reset_device */
+	UW_SP_ADDRESS,    /* SET_ADDRESS: answered 0, never sent (the client's own business) */
+	UW_SP_REFUSE      /* never sent: fails with -EPIPE, as a device stalls a request */
+};
+/** How the backend classifies the control request s (enum uw_usbhost_special). */
+int uw_usbhost_special_kind(const uw_setup *s);
 
 /**
  * uw_usbhost_iso_layout() - check packets p[0..n) against a buffer of len bytes (offset + length

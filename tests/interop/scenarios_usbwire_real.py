@@ -808,3 +808,153 @@ def usbwire_real_iso_capture(ctx):
     ctx.log(f"usbip-host on the vhci device: {'bound' if bound else 'refused'} "
             f"({(out + err).strip()[:120]})")
     devs.assert_clean_kernel_log(ctx, g, marker)
+
+
+# ------------------------------------------------------------------------------------------------
+# Special requests (docs/protocol.md, "Special requests"): a raw USB/IP client on the host (the
+# system tests' uwlib) imports a source/sink gadget from usbwire in the guest and sends the forms
+# that must never reach a real device. usbmon on the gadget's dummy_hcd bus shows what the device
+# was sent.
+
+def _uwlib():
+    import sys
+    from pathlib import Path
+    here = Path(__file__).resolve().parent.parent / "system"
+    if str(here) not in sys.path:
+        sys.path.insert(0, str(here))
+    import uwlib
+    return uwlib
+
+
+def _bulk_endpoints(cfg):
+    """(IN address, OUT address) of the first bulk endpoints in a configuration descriptor."""
+    eps, i = {}, 0
+    while i + 2 <= len(cfg) and cfg[i] >= 2:
+        if cfg[i + 1] == 5 and cfg[i] >= 7 and (cfg[i + 3] & 3) == 2:
+            eps.setdefault(cfg[i + 2] & 0x80, cfg[i + 2])
+        i += cfg[i]
+    return eps.get(0x80), eps.get(0)
+
+
+def _exercise(uw, conn, label):
+    """GET_DESCRIPTOR and a bulk IN and OUT through conn; returns the bulk IN endpoint."""
+    dd = conn.get_device_descriptor()
+    assert dd[8:12] == bytes([0x25, 0x05, 0xa0, 0xa4]), f"{label}: device descriptor {dd.hex()}"
+    cfg = conn.control(uw.get_descriptor_setup(2, 0, 255))["data"]
+    ep_in, ep_out = _bulk_endpoints(cfg)
+    assert ep_in and ep_out, f"{label}: no bulk endpoints in {cfg.hex()}"
+    # f_sourcesink pattern 1: byte i of every transfer is i % 63, checked by the sink too.
+    want = bytes(i % 63 for i in range(512))
+    r = conn.bulk(ep_in & 0x0f, uw.DIR_IN, 512)
+    assert r["data"] == want, f"{label}: bulk IN read {r['data'][:16].hex()}..."
+    r = conn.bulk(ep_out & 0x0f, uw.DIR_OUT, data=want)
+    assert r["actual"] == 512, f"{label}: bulk OUT wrote {r['actual']}"
+    return ep_in
+
+
+@scenario("usbwire_real_special_requests")
+@with_guest_tails
+def usbwire_real_special_requests(ctx):
+    """SET_CONFIGURATION with the direction bit set and SET_FEATURE(TEST_MODE) are refused with
+    -EPIPE and never reach the real device; it still works in the session, after it, and
+    enumerates again through the kernel's vhci"""
+    uw = _uwlib()
+    g = ctx.guest
+    marker = kmsg_marker(g, "real-special")
+    ss = gadgets.create_gadget(g, "uwsp", [("SourceSink.0", {"pattern": 1})], vid=0x0525,
+                               pid=0xa4a0, modules=("usb_f_ss_lb",))
+    ctx.defer(ss.remove)
+    ctx.defer(devs.detach_all, g)
+    bus = int(ss.busid.split("-")[0])
+    mon, monpid = "/tmp/uw-special-usbmon.txt", "/tmp/uw-special-usbmon.pid"
+    g.spawn(f"echo $$ > {monpid}; exec cat /sys/kernel/debug/usb/usbmon/{bus}u > {mon}",
+            "/tmp/uw-special-usbmon.log")
+    ctx.defer(g.run, f"kill $(cat {monpid}) 2>/dev/null; rm -f {monpid} {mon}")
+    g.wait_for(f"ls -l /proc/[0-9]*/fd 2>/dev/null | grep -q -- "
+               f"'-> /sys/kernel/debug/usb/usbmon/{bus}u$'", timeout=20,
+               what="usbmon to be read")
+    srv = serve(ctx, g, [f"usb:{ss.busid}"])
+    srv.wait_log(f"export {ss.busid}")
+
+    with uw.Urbs(srv.host_port, ss.busid, timeout=30) as conn:
+        _exercise(uw, conn, "before")
+        refused = [("SET_CONFIGURATION, direction bit set", (0x80, 0x09, 1, 0, 0)),
+                   ("SET_FEATURE(TEST_MODE)", (0x00, 0x03, 2, 0x0400, 0)),
+                   ("SET_FEATURE(TEST_MODE), direction bit set", (0x80, 0x03, 2, 0x0400, 0))]
+        for what, setup in refused:
+            seq = conn.submit(0, uw.DIR_IN if setup[0] & 0x80 else uw.DIR_OUT, 0,
+                              uw.setup_packet(*setup))
+            r = conn.read_reply()
+            assert r["seqnum"] == seq and r["status"] == uw.EPIPE, \
+                f"{what}: status {r.get('status')}, want -EPIPE (refused)"
+        conn.set_configuration(1)  # the canonical form, done through usbfs
+        _exercise(uw, conn, "after the refused requests")
+        # A fence: once usbmon shows it, it has shown everything the device was sent before.
+        conn.control(uw.setup_packet(0x80, 6, 0x0300, 0, 255))
+        g.wait_for(f"grep -q ' s 80 06 0300 0000 00ff' {mon}", timeout=20,
+                   what="usbmon to show the fence GET_DESCRIPTOR(STRING 0)")
+    seen = g.check(f"grep -E ' s (80 09|00 03 0002|80 03 0002) ' {mon}; true").strip()
+    assert not seen, f"refused requests reached the device:\n{seen}"
+    got = g.check(f"grep -c ' s 00 09 0001 ' {mon}; true").strip()
+    assert got != "0", "usbmon never saw the canonical SET_CONFIGURATION: is it watching?"
+    log = srv.log()
+    for name in ("refused SET_CONFIGURATION (80 09", "refused SET_FEATURE(TEST_MODE) (00 03",
+                 "refused SET_FEATURE(TEST_MODE) (80 03"):
+        assert name in log, f"the server did not log {name!r}:\n{srv.tail()}"
+    srv.wait_log(f"released {ss.busid}")
+
+    # After the session (and the reset that ends it) the device works for the next client...
+    with uw.Urbs(srv.host_port, ss.busid, timeout=30) as conn:
+        _exercise(uw, conn, "re-imported")
+    srv.wait_log(f"released {ss.busid}", count=2)
+    # ... and for the kernel's vhci, which enumerates it (descriptors, SET_CONFIGURATION).
+    busid = devs.attach_device(ctx, g, ss.busid, "0525:a4a0")
+    cfgval = g.check(f"cat /sys/bus/usb/devices/{busid}/bConfigurationValue").strip()
+    assert cfgval == "1", f"the re-imported device is in configuration {cfgval!r}"
+    devs.detach_device(g, ss.busid, busid)
+    assert "usbwire-exit-status" not in srv.log(), f"the server died:\n{srv.tail()}"
+    ctx.log("80 09 and SET_FEATURE(TEST_MODE) refused with -EPIPE, not on the bus (usbmon); "
+            "bulk IN/OUT before and after, re-import and vhci enumeration work")
+    devs.assert_clean_kernel_log(ctx, g, marker)
+
+
+@scenario("usbwire_real_usbfs_share")
+@with_guest_tails
+def usbwire_real_usbfs_share(ctx):
+    """usbfs_memory_mb=1: a client parking 1.6 MiB of small bulk IN URBs on a quiet endpoint of
+    one device (an ACM gadget nobody writes to) holds only that device's share; a second
+    client's transfers on another device still succeed"""
+    uw = _uwlib()
+    g = ctx.guest
+    param = "/sys/module/usbcore/parameters/usbfs_memory_mb"
+    old = g.check(f"cat {param}").strip()
+    g.check(f"echo 1 > {param}")
+    ctx.defer(g.run, f"echo {old} > {param}")
+    quiet = gadgets.acm(g, name="uwshq")
+    ctx.defer(quiet.remove)
+    ss = gadgets.create_gadget(g, "uwshs", [("SourceSink.0", {"pattern": 1})], vid=0x0525,
+                               pid=0xa4a0, modules=("usb_f_ss_lb",))
+    ctx.defer(ss.remove)
+    srv = serve(ctx, g, [f"usb:{quiet.busid}", f"usb:{ss.busid}"])
+    srv.wait_log(f"export {quiet.busid}")
+    srv.wait_log(f"export {ss.busid}")
+    with uw.Urbs(srv.host_port, quiet.busid, timeout=30) as hog:
+        cfg = hog.control(uw.get_descriptor_setup(2, 0, 255))["data"]
+        ep_in, _ = _bulk_endpoints(cfg)
+        assert ep_in, f"no bulk IN endpoint on the ACM gadget: {cfg.hex()}"
+        # Small URBs: without a share they fill usbfs to its last few KiB.
+        for _ in range(400):
+            hog.submit(ep_in & 0x0f, uw.DIR_IN, 4096)
+        # Once some wait, the others are in usbfs (old code: usbfs itself is full by then).
+        srv.wait_log(f"{quiet.busid}: usbfs memory limit")
+        with uw.Urbs(srv.host_port, ss.busid, timeout=30) as other:
+            ep_in2 = _exercise(uw, other, "the other device")
+            for _ in range(4):
+                r = other.bulk(ep_in2 & 0x0f, uw.DIR_IN, 65536)
+                assert r["actual"] == 65536, f"64 KiB bulk IN gave {r['actual']} bytes"
+        assert hog.is_open(), "the parking client's connection was closed"
+    srv.wait_log(f"released {quiet.busid}")
+    srv.wait_log(f"released {ss.busid}")
+    assert "usbwire-exit-status" not in srv.log(), f"the server died:\n{srv.tail()}"
+    ctx.log("400 x 4 KiB IN URBs parked on a quiet ACM endpoint; the source/sink device next "
+            "to it still moved 4 x 64 KiB plus 512-byte transfers")

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "uw_test.h"
+#include "uw_hworker.h"
 #include "uw_usbhost.h"
 #include "uw_usbsys.h"
 
@@ -557,6 +558,210 @@ static void test_status(void)
 		     libusb_error_name(errs[i].e), errs[i].want);
 }
 
+/* What reaches a real device: the requests usbfs must do itself are recognised by recipient,
+ * type and request whatever the direction bit says; the forms a device could act on behind
+ * usbfs's back (the direction bit set), SET_FEATURE(TEST_MODE) and SET_ADDRESS never reach it. */
+static void test_special(void)
+{
+	static const struct {
+		uint8_t rt, req;
+		uint16_t value, index, length;
+		int want;
+		const char *what;
+	} rows[] = {
+	    {0x00, 0x09, 1, 0, 0, UW_SP_SET_CONFIG, "SET_CONFIGURATION"},
+	    {0x00, 0x09, 0, 0, 0, UW_SP_SET_CONFIG, "SET_CONFIGURATION 0"},
+	    {0x80, 0x09, 1, 0, 0, UW_SP_REFUSE, "SET_CONFIGURATION, direction bit set"},
+	    {0x80, 0x09, 1, 0, 1, UW_SP_REFUSE, "SET_CONFIGURATION IN with a data stage"},
+	    {0x01, 0x09, 1, 0, 0, UW_SP_REFUSE, "SET_CONFIGURATION to an interface"},
+	    {0x01, 0x0b, 1, 0, 0, UW_SP_SET_IFACE, "SET_INTERFACE"},
+	    {0x81, 0x0b, 1, 0, 0, UW_SP_REFUSE, "SET_INTERFACE, direction bit set"},
+	    {0x00, 0x0b, 1, 0, 0, UW_SP_REFUSE, "SET_INTERFACE to the device"},
+	    {0x02, 0x01, 0, 0x81, 0, UW_SP_CLEAR_HALT, "CLEAR_FEATURE(HALT)"},
+	    {0x82, 0x01, 0, 0x81, 0, UW_SP_REFUSE, "CLEAR_FEATURE(HALT), direction bit set"},
+	    {0x02, 0x03, 0, 0x81, 0, UW_SP_FORWARD, "SET_FEATURE(HALT): the device stalls"},
+	    {0x00, 0x01, 1, 0, 0, UW_SP_FORWARD, "CLEAR_FEATURE(REMOTE_WAKEUP)"},
+	    {0x00, 0x03, 1, 0, 0, UW_SP_FORWARD, "SET_FEATURE(REMOTE_WAKEUP)"},
+	    {0x00, 0x03, 2, 0x0400, 0, UW_SP_REFUSE, "SET_FEATURE(TEST_MODE)"},
+	    {0x80, 0x03, 2, 0x0400, 0, UW_SP_REFUSE, "SET_FEATURE(TEST_MODE), direction bit set"},
+	    {0x00, 0x05, 2, 0, 0, UW_SP_ADDRESS, "SET_ADDRESS"},
+	    {0x80, 0x05, 2, 0, 0, UW_SP_REFUSE, "SET_ADDRESS, direction bit set"},
+	    {0x23, 0x03, 4, 1, 0, UW_SP_PORT_RESET, "SET_FEATURE(PORT_RESET)"},
+	    {0xa3, 0x03, 4, 1, 0, UW_SP_REFUSE, "SET_FEATURE(PORT_RESET), direction bit set"},
+	    {0x23, 0x03, 8, 1, 0, UW_SP_FORWARD, "SET_FEATURE(PORT_POWER)"},
+	    {0x80, 0x06, 0x0100, 0, 18, UW_SP_FORWARD, "GET_DESCRIPTOR"},
+	    {0x80, 0x08, 0, 0, 1, UW_SP_FORWARD, "GET_CONFIGURATION"},
+	    {0x40, 0x09, 1, 0, 0, UW_SP_FORWARD, "vendor request 9"},
+	    {0xc0, 0x05, 1, 0, 4, UW_SP_FORWARD, "vendor request 5, IN"},
+	    {0x21, 0x0b, 1, 0, 0, UW_SP_FORWARD, "class SET_PROTOCOL"},
+	    {0x41, 0x03, 2, 0, 0, UW_SP_FORWARD, "vendor request 3, value 2"},
+	};
+	for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
+		uw_setup s = {rows[i].rt, rows[i].req, rows[i].value, rows[i].index,
+		              rows[i].length};
+		int got = uw_usbhost_special_kind(&s);
+		t_ok(got == rows[i].want, "%02x %02x value %04x: %s: %d (want %d)", rows[i].rt,
+		     rows[i].req, rows[i].value, rows[i].what, got, rows[i].want);
+	}
+}
+
+/* usbfs memory is shared by every device (usbfs_memory_mb): a client parking IN URBs on a quiet
+ * endpoint of one device stops at that device's share, and leaves the others theirs. */
+static void test_budget(void)
+{
+	const uint64_t MiB = 1u << 20;
+	static const struct {
+		uint64_t total, want;
+	} rows[] = {
+	    {16u << 20, 4u << 20}, /* the kernel's default */
+	    {1u << 20, UW_USBHOST_MIN_BUDGET},
+	    {256u << 20, 64u << 20},
+	    {0, 0}, /* usbfs without a limit */
+	};
+	for (size_t i = 0; i < sizeof rows / sizeof *rows; i++)
+		t_ok(uw_usbhost_device_budget(rows[i].total) == rows[i].want,
+		     "budget of one device when usbfs has %llu bytes: %llu",
+		     (unsigned long long)rows[i].total, (unsigned long long)rows[i].want);
+	for (uint64_t total = 1 * MiB; total <= 64 * MiB; total *= 4) {
+		uint64_t budget = uw_usbhost_device_budget(total), held = 0;
+		unsigned parked = 0;
+		while (parked < 100000 &&
+		       uw_usbhost_fits(held, uw_usbhost_urb_cost(65536), budget)) {
+			held += uw_usbhost_urb_cost(65536);
+			parked++;
+		}
+		t_ok(parked > 0 && held <= budget && total - held >= total / 2,
+		     "usbfs %llu MiB: one device parks %u 64 KiB URBs (%llu bytes), at least half "
+		     "is left to the others",
+		     (unsigned long long)(total / MiB), parked, (unsigned long long)held);
+	}
+	uint64_t budget = uw_usbhost_device_budget(16 * MiB);
+	t_ok(uw_usbhost_fits(0, budget, budget) && !uw_usbhost_fits(1, budget, budget) &&
+	         !uw_usbhost_fits(budget + 1, 0, budget) && uw_usbhost_fits(UINT64_MAX - 1, 5, 0),
+	     "fits: the share exactly, not a byte more; no limit when usbfs has none");
+}
+
+/* A device's blocking call (a job blocked on a pipe standing in for a port reset) runs on the
+ * device's worker; meanwhile the loop keeps serving another fd (another session), and the job's
+ * completion comes back on the loop thread, in order with the jobs after it. */
+struct wt {
+	uw_loop *loop;
+	uw_hworker w;
+	int gate[2];  /* the blocked job reads one byte from gate[0] */
+	int other[2]; /* "another session": the loop watches other[0] */
+	uw_hjob reset, after;
+	volatile int started, finished; /* set by the job, on the worker */
+	int served_during;              /* other[0] served while the job was blocked */
+	int log[4], nlog;               /* done() order */
+	int done_on_loop;
+	int polls;
+	bool timed_out;
+};
+
+static struct wt *g_wt;
+
+static void reset_run(uw_hjob *j)
+{
+	(void)j;
+	__atomic_store_n(&g_wt->started, 1, __ATOMIC_SEQ_CST);
+	char c;
+	while (read(g_wt->gate[0], &c, 1) < 0 && errno == EINTR)
+		;
+	__atomic_store_n(&g_wt->finished, 1, __ATOMIC_SEQ_CST);
+}
+
+static void after_run(uw_hjob *j)
+{
+	(void)j;
+}
+
+static void job_done(uw_hjob *j)
+{
+	struct wt *t = g_wt;
+	if (t->nlog < 4)
+		t->log[t->nlog++] = j == &t->reset ? 1 : 2;
+	t->done_on_loop += uw_loop_in_thread(t->loop);
+	if (j == &t->after)
+		uw_loop_stop(t->loop);
+}
+
+static void on_other(void *arg, uint32_t ev)
+{
+	struct wt *t = arg;
+	(void)ev;
+	char c;
+	if (read(t->other[0], &c, 1) != 1)
+		return;
+	/* The loop serves this while the job still blocks: count it, then let the job go. */
+	if (__atomic_load_n(&t->started, __ATOMIC_SEQ_CST) &&
+	    !__atomic_load_n(&t->finished, __ATOMIC_SEQ_CST))
+		t->served_during++;
+	if (write(t->gate[1], "g", 1) != 1)
+		abort();
+}
+
+/* Polls (a safety bound, not a duration) until the job has started, then wakes "another
+ * session". */
+static void wt_poll(void *arg)
+{
+	struct wt *t = arg;
+	if (__atomic_load_n(&t->started, __ATOMIC_SEQ_CST)) {
+		if (write(t->other[1], "o", 1) != 1)
+			abort();
+		return;
+	}
+	if (++t->polls > 600000) {
+		t->timed_out = true;
+		if (write(t->gate[1], "g", 1) != 1)
+			abort();
+		return;
+	}
+	uw_loop_timer_add(t->loop, 1, wt_poll, t);
+}
+
+static void test_worker(void)
+{
+	struct wt t = {.nlog = 0};
+	g_wt = &t;
+	t.loop = uw_loop_new();
+	if (!t.loop || pipe(t.gate) != 0 || pipe(t.other) != 0) {
+		t_ok(false, "loop and pipes");
+		return;
+	}
+	uw_hworker_init(&t.w, t.loop);
+	uw_loop_add_fd(t.loop, t.other[0], UW_EV_IN, on_other, &t);
+	t.reset = (uw_hjob){.run = reset_run, .done = job_done};
+	t.after = (uw_hjob){.run = after_run, .done = job_done};
+	t_ok(uw_hworker_submit(&t.w, &t.reset) && uw_hworker_submit(&t.w, &t.after),
+	     "two jobs queued on the device's worker");
+	t_ok(uw_hworker_busy(&t.w), "the worker is busy with them");
+	uw_loop_timer_add(t.loop, 0, wt_poll, &t);
+	uw_loop_run(t.loop);
+	t_ok(!t.timed_out, "the blocking job started");
+	t_ok(t.served_during == 1, "the loop served another fd while the job was blocked");
+	t_ok(t.nlog == 2 && t.log[0] == 1 && t.log[1] == 2 && t.done_on_loop == 2,
+	     "both completions on the loop thread, in order");
+	t_ok(!uw_hworker_busy(&t.w), "idle afterwards");
+	/* drain: completions not yet delivered by the loop are delivered by drain, in order. */
+	t.nlog = 0;
+	t.done_on_loop = 0;
+	t.started = t.finished = 0;
+	if (write(t.gate[1], "g", 1) != 1)
+		abort();
+	uw_hworker_submit(&t.w, &t.reset);
+	uw_hworker_submit(&t.w, &t.after);
+	uw_hworker_drain(&t.w);
+	t_ok(t.nlog == 2 && t.log[0] == 1 && t.log[1] == 2 && !uw_hworker_busy(&t.w),
+	     "drain runs both jobs and their completions, in order");
+	uw_hworker_fini(&t.w);
+	uw_loop_del_fd(t.loop, t.other[0]);
+	uw_loop_free(t.loop);
+	close(t.gate[0]);
+	close(t.gate[1]);
+	close(t.other[0]);
+	close(t.other[1]);
+}
+
 /* ---- The backend on a fake tree ---------------------------------------------------------- */
 
 struct added {
@@ -718,6 +923,9 @@ int main(void)
 	test_rules();
 	test_iso();
 	test_status();
+	test_special();
+	test_budget();
+	test_worker();
 	test_backend();
 	test_libusb_log();
 	rm_tree();
