@@ -863,8 +863,10 @@ static void reply_import(struct session *s, const char *busid)
 	it->nparts = 1;
 	queue_item(s, it);
 	if (status != UW_ST_OK) {
-		LOG(srv, UW_LOG_INFO, "%s: import of %s refused: %s%s%s", s->peer, busid,
-		    uw_op_status_str(status), rc ? ": " : "", rc ? uw_strerror(rc) : "");
+		char shown[UW_ESCAPE_SIZE(UW_BUSID_SIZE)]; /* the client's bytes, never raw */
+		LOG(srv, UW_LOG_INFO, "%s: import of %s refused: %s%s%s", s->peer,
+		    uw_escape(shown, sizeof shown, busid, UW_BUSID_SIZE), uw_op_status_str(status),
+		    rc ? ": " : "", rc ? uw_strerror(rc) : "");
 		s->close_after_flush = true;
 		return;
 	}
