@@ -63,7 +63,7 @@ static bool conn_broken(const struct info *in)
 	return uw_uclient_error(in->c)[0] != '\0';
 }
 
-/* String descriptor idx as printable UTF-8 ("" for 0 or when unreadable). */
+/* String descriptor idx as UTF-8 ("" for 0 or when unreadable); printed escaped (tstr, JSON). */
 static void get_string(struct info *in, uint8_t idx, char *out, size_t cap)
 {
 	out[0] = '\0';
@@ -71,13 +71,8 @@ static void get_string(struct info *in, uint8_t idx, char *out, size_t cap)
 		return;
 	uint8_t buf[UW_STRING_DESC_MAX_LEN];
 	int n = get_desc(in, UW_DT_STRING, idx, in->langid, buf, sizeof buf);
-	if (n < 2 || uw_string_desc_to_utf8(buf, (size_t)n, out, cap, NULL) < 0) {
+	if (n < 2 || uw_string_desc_to_utf8(buf, (size_t)n, out, cap, NULL) < 0)
 		out[0] = '\0';
-		return;
-	}
-	for (char *p = out; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = '?';
 }
 
 static void hex(const uint8_t *p, size_t n)
@@ -101,7 +96,9 @@ static void tline(int ind, const char *name, unsigned v, const char *s)
 
 static void tstr(int ind, const char *name, uint8_t idx, const char *s)
 {
-	printf("%*s%-20s%5u %s\n", ind, "", name, idx, s);
+	char shown[UW_ESCAPE_SIZE(UW_STRING_UTF8_MAX)]; /* the device's string, escaped */
+	printf("%*s%-20s%5u %s\n", ind, "", name, idx,
+	       uw_escape(shown, sizeof shown, s, strlen(s)));
 }
 
 static const char *bcd(uint16_t v, char *buf, size_t n)

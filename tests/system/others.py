@@ -11,8 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-from uwlib import (DIR_IN, DIR_OUT, KEYBOARD, SERIAL, SINK, STORAGE, Closed, Conn, Fail, Server,
-                   Storage, Urbs, check, free_port, parse_device_descriptor, run_cli)
+from uwlib import (DIR_IN, DIR_OUT, KEYBOARD, OP_REP_DEVLIST, SERIAL, SINK, STORAGE, Closed, Conn,
+                   Fail, Server, Storage, Urbs, check, free_port, op_common,
+                   parse_device_descriptor, run_cli)
 
 REPO = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(REPO / "tests/interop"))
@@ -202,6 +203,70 @@ def expect_fail(build, args, want, timeout=10, rc=1):
     return r
 
 
+HOSTILE_BUSID = b"\x1b[31m1-1\n[fake] x\\"
+HOSTILE_PATH = b"/sys/\x1b]0;owned\x07\x1b[2J\r\n[fake log line]\xff\xc2\x9b\x7f caf\xc3\xa9"
+
+
+def fake_devlist_server(replies):
+    """Listens on 127.0.0.1; answers each of `replies` connections' OP_REQ_DEVLIST with a list of
+    one device whose busid and path are HOSTILE_*. Returns (port, thread)."""
+    import socket
+    import struct
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    ls.settimeout(30)
+    rec = (HOSTILE_PATH.ljust(256, b"\0") + HOSTILE_BUSID.ljust(32, b"\0")
+           + struct.pack(">IIIHHHBBBBBB", 1, 2, 3, 0x1234, 0x5678, 0x0100, 0, 0, 0, 1, 1, 1)
+           + bytes([0xff, 0, 0, 0]))
+    reply = op_common(OP_REP_DEVLIST) + struct.pack(">I", 1) + rec
+
+    def serve():
+        with ls:
+            for _ in range(replies):
+                c, _ = ls.accept()
+                with c:
+                    got = b""
+                    while len(got) < 8:
+                        b = c.recv(8 - len(got))
+                        if not b:
+                            break
+                        got += b
+                    c.sendall(reply)
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return ls.getsockname()[1], t
+
+
+def list_hostile_strings(build):
+    port, t = fake_devlist_server(2)
+    exe = str(Path(build) / "src/cli/usbwire")
+    r = subprocess.run([exe, "list", "-r", f"127.0.0.1:{port}"], capture_output=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+    out = r.stdout + r.stderr
+    check(r.returncode == 0, f"list -r exit {r.returncode}: {out!r}")
+    bad = sorted({b for b in out if (b < 0x20 and b != 0x0a) or b == 0x7f})
+    check(not bad, f"output holds raw control bytes {[hex(b) for b in bad]}: {out!r}")
+    check(b"\xc2\x9b" not in out and b"\xff" not in out, f"raw C1/invalid UTF-8: {out!r}")
+    check(not re.search(rb"^\[fake", out, re.M), f"a forged line: {out!r}")
+    check(b"\\x1b[31m1-1\\x0a[fake] x\\x5c" in out, f"busid not shown escaped: {out!r}")
+    check(b"caf\xc3\xa9" in out, f"valid UTF-8 not kept: {out!r}")
+    r = subprocess.run([exe, "list", "-r", f"127.0.0.1:{port}", "--json"], capture_output=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+    t.join(30)
+    check(r.returncode == 0, f"list -r --json exit {r.returncode}: {r.stderr!r}")
+    bad = sorted({b for b in r.stdout if (b < 0x20 and b != 0x0a) or b == 0x7f})
+    check(not bad, f"JSON output holds raw control bytes {[hex(b) for b in bad]}")
+    try:
+        doc = json.loads(r.stdout.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise Fail(f"--json output is not valid UTF-8 JSON ({e}): {r.stdout!r}") from None
+    d = doc["devices"][0]
+    check(d["busid"] == HOSTILE_BUSID.decode(), f"busid {d['busid']!r}")
+    check(d["path"].startswith("/sys/\x1b]0;owned\x07") and d["path"].endswith(" caf\u00e9"),
+          f"path {d['path']!r}")
+
+
 def test_cli(tap, build, work):
     work.mkdir(parents=True, exist_ok=True)
     img = work / "cli.img"
@@ -243,6 +308,9 @@ def test_cli(tap, build, work):
             expect_fail(build, ["list", "-r", f"127.0.0.1:{p}"], [r"Connection refused"])
         expect_fail(build, ["list", "-r", "127.0.0.1:1"], [r"Connection refused"])
     tap.run("cli: list -r to a port nothing listens on -> exit 1, Connection refused", refused)
+
+    tap.run("cli: list -r from a server sending ESC sequences and newlines in busid/path -> "
+            "printed escaped, --json valid", list_hostile_strings, build)
 
     srv = Server(build, work, "cli").start()
     try:
