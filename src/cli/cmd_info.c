@@ -10,8 +10,8 @@
  * usbip-host exports one, so the device is never configured by looking at it.
  *
  * Everything the server sends is untrusted: descriptors are validated by uw_usbdesc before their
- * fields are printed, strings are cleaned of control characters, and anything that does not
- * validate is shown as hex with the reason.
+ * fields are printed, strings are printed escaped (uw_escape; JSON escapes in --json), and anything
+ * that does not validate is shown as hex with the reason.
  */
 #include <getopt.h>
 #include <stdio.h>
