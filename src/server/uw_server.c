@@ -366,7 +366,7 @@ static void queue_ret_submit(struct session *s, struct urb_ctx *ctx)
 	} else {
 		if (u->dir == UW_DIR_IN && actual)
 			it->parts[it->nparts++] = (struct iovec){u->buf, actual};
-		/* docs/protocol.md §4.5: 0, but echo -1 to a client that sent -1. */
+		/* docs/protocol.md §4.3: 0, but echo -1 to a client that sent -1. */
 		h.u.ret.number_of_packets = ctx->req_np == -1 ? -1 : 0;
 	}
 	h.u.ret.status = u->status;

@@ -6,7 +6,7 @@
  * packets already sit where libusb puts them), or on a bounce buffer (control: SETUP + data; ISO
  * with gaps: gathered/scattered). Submission order is kept per device: once one URB has to wait
  * (usbfs memory full), every later one waits behind it. The special requests of
- * docs/protocol.md §4.12 run synchronously inside submit(), so the server handles nothing else
+ * docs/protocol.md §4.6 run synchronously inside submit(), so the server handles nothing else
  * until they finish.
  *
  * Reentrancy: transfer callbacks run inside libusb_handle_events, where libusb holds its
@@ -708,7 +708,7 @@ static void LIBUSB_CALL on_transfer(struct libusb_transfer *t)
 		pump(hd);
 }
 
-/* ---- Special requests (docs/protocol.md §4.12) -------------------------------------------- */
+/* ---- Special requests (docs/protocol.md §4.6) --------------------------------------------- */
 
 static int32_t do_set_configuration(struct hdev *hd, uint8_t value)
 {
@@ -751,7 +751,7 @@ static int32_t do_set_interface(struct hdev *hd, uint8_t iface, uint8_t alt)
 	return 0;
 }
 
-/* The requests usbfs must do itself (docs/protocol.md §4.12, the kernel stub's list). */
+/* The requests usbfs must do itself (docs/protocol.md §4.6, the kernel stub's list). */
 enum special { SP_NONE, SP_SET_CONFIG, SP_SET_IFACE, SP_CLEAR_HALT, SP_PORT_RESET };
 
 static enum special special_kind(const uw_setup *s)
@@ -1461,9 +1461,9 @@ int uw_usbhost_new(const struct uw_usbhost_config *cfg, uw_usbhost **out, char *
 	h->nlfd = -1;
 	snprintf(h->sysfs, sizeof h->sysfs, "%s", cfg->sysfs ? cfg->sysfs : UW_USBSYS_ROOT);
 	snprintf(h->devfs, sizeof h->devfs, "%s", cfg->devfs ? cfg->devfs : UW_USBSYS_DEVFS);
-	/* We find devices ourselves and hand libusb the fds we opened (docs/style.md: it also lets
-	 * a sandboxed process drive a device it could not open). libusb 1.0.26 takes this option
-	 * only as a default for new contexts. */
+	/* We find devices ourselves and hand libusb the fds we opened (see
+	 * docs/architecture.md, "Real devices"); it also lets a sandboxed process drive a device
+	 * it could not open. libusb 1.0.26 takes this option only as a default for new contexts. */
 	libusb_set_option(NULL, LIBUSB_OPTION_NO_DEVICE_DISCOVERY);
 	int r = libusb_init(&h->ctx);
 	if (r != LIBUSB_SUCCESS) {

@@ -347,6 +347,10 @@ static void test_device_common(const struct devcase *dc)
 	/* Configure. */
 	notifies = 0;
 	c = ctrl(d, 0x00, 9, 1, 0, 0, NULL);
+	/* The hub-class port reset (docs/protocol.md §4.6): an emulated device has no port. */
+	struct ctl pr = ctrl(d, 0x23, 3, 4, 1, 0, NULL);
+	t_ok(pr.status == UW_URB_EPIPE && pr.completions == 1 && d->info.configuration_value == 1,
+	     "%s: SET_FEATURE(PORT_RESET) stalls, configuration kept", k);
 	t_ok(c.status == 0 && notifies == 0 && d->info.configuration_value == 1 &&
 	         d->info.num_interfaces == dc->num_ifaces &&
 	         d->ifaces[0].iface_class == dc->iface0_class &&
