@@ -539,11 +539,13 @@ static int run_info(struct info *in, const char *remote, const char *host, uint1
 		cli_json_str(ser);
 		printf("},\"configurations\":[");
 	} else {
+		char m[UW_ESCAPE_SIZE(sizeof mfr)], p[UW_ESCAPE_SIZE(sizeof prod)];
 		printf(
 		    "usbip://%s%s%s:%u/%s: ID %04x:%04x %s %s (%s, remote bus %03u device %03u)\n",
 		    strchr(host, ':') ? "[" : "", host, strchr(host, ':') ? "]" : "", port, busid,
-		    dd.id_vendor, dd.id_product, mfr, prod, uw_speed_name(rec->speed), rec->busnum,
-		    rec->devnum);
+		    dd.id_vendor, dd.id_product, uw_escape(m, sizeof m, mfr, sizeof mfr),
+		    uw_escape(p, sizeof p, prod, sizeof prod), uw_speed_name(rec->speed),
+		    rec->busnum, rec->devnum);
 		printf("Device Descriptor:\n");
 		tline(2, "bLength", UW_DEVICE_DESC_LEN, NULL);
 		tline(2, "bDescriptorType", UW_DT_DEVICE, NULL);
