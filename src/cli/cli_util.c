@@ -51,14 +51,31 @@ bool cli_addr(const char *arg, uw_addr *a)
 
 void cli_json_str(const char *s)
 {
+	/* JSON text must be valid UTF-8: valid sequences are copied, every byte that is not part
+	 * of one becomes U+FFFD; controls (C0, DEL, C1) are \\u escapes. */
 	putchar('"');
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			printf("\\%c", *p);
-		else if (*p < 0x20)
-			printf("\\u%04x", *p);
-		else
-			putchar(*p);
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s);
+	for (size_t i = 0; i < n;) {
+		size_t k = p[i] >= 0x80 ? uw_utf8_seq_len(p + i, n - i) : 1;
+		if (k == 0) {
+			fputs("\\ufffd", stdout);
+			i++;
+		} else if (k == 2 && p[i] == 0xc2 && p[i + 1] < 0xa0) {
+			printf("\\u%04x", p[i + 1]); /* C1 control */
+			i += 2;
+		} else if (k > 1) {
+			fwrite(p + i, 1, k, stdout);
+			i += k;
+		} else {
+			if (p[i] == '"' || p[i] == '\\')
+				printf("\\%c", p[i]);
+			else if (p[i] < 0x20 || p[i] == 0x7f)
+				printf("\\u%04x", p[i]);
+			else
+				putchar(p[i]);
+			i++;
+		}
 	}
 	putchar('"');
 }

@@ -10,8 +10,8 @@
  * usbip-host exports one, so the device is never configured by looking at it.
  *
  * Everything the server sends is untrusted: descriptors are validated by uw_usbdesc before their
- * fields are printed, strings are cleaned of control characters, and anything that does not
- * validate is shown as hex with the reason.
+ * fields are printed, strings are printed escaped (uw_escape; JSON escapes in --json), and anything
+ * that does not validate is shown as hex with the reason.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -63,7 +63,7 @@ static bool conn_broken(const struct info *in)
 	return uw_uclient_error(in->c)[0] != '\0';
 }
 
-/* String descriptor idx as printable UTF-8 ("" for 0 or when unreadable). */
+/* String descriptor idx as UTF-8 ("" for 0 or when unreadable); printed escaped (tstr, JSON). */
 static void get_string(struct info *in, uint8_t idx, char *out, size_t cap)
 {
 	out[0] = '\0';
@@ -71,13 +71,8 @@ static void get_string(struct info *in, uint8_t idx, char *out, size_t cap)
 		return;
 	uint8_t buf[UW_STRING_DESC_MAX_LEN];
 	int n = get_desc(in, UW_DT_STRING, idx, in->langid, buf, sizeof buf);
-	if (n < 2 || uw_string_desc_to_utf8(buf, (size_t)n, out, cap, NULL) < 0) {
+	if (n < 2 || uw_string_desc_to_utf8(buf, (size_t)n, out, cap, NULL) < 0)
 		out[0] = '\0';
-		return;
-	}
-	for (char *p = out; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = '?';
 }
 
 static void hex(const uint8_t *p, size_t n)
@@ -101,7 +96,9 @@ static void tline(int ind, const char *name, unsigned v, const char *s)
 
 static void tstr(int ind, const char *name, uint8_t idx, const char *s)
 {
-	printf("%*s%-20s%5u %s\n", ind, "", name, idx, s);
+	char shown[UW_ESCAPE_SIZE(UW_STRING_UTF8_MAX)]; /* the device's string, escaped */
+	printf("%*s%-20s%5u %s\n", ind, "", name, idx,
+	       uw_escape(shown, sizeof shown, s, strlen(s)));
 }
 
 static const char *bcd(uint16_t v, char *buf, size_t n)
@@ -551,10 +548,12 @@ static int run_info(struct info *in, const char *remote, const uw_addr *a, const
 		cli_json_str(ser);
 		printf("},\"configurations\":[");
 	} else {
+		char m[UW_ESCAPE_SIZE(sizeof mfr)], p[UW_ESCAPE_SIZE(sizeof prod)];
 		printf("%s%s/%s: ID %04x:%04x %s %s (%s, remote bus %03u device %03u)\n",
 		       a->kind == UW_ADDR_TCP ? "usbip://" : "", where, busid, dd.id_vendor,
-		       dd.id_product, mfr, prod, uw_speed_name(rec->speed), rec->busnum,
-		       rec->devnum);
+		       dd.id_product, uw_escape(m, sizeof m, mfr, sizeof mfr),
+		       uw_escape(p, sizeof p, prod, sizeof prod), uw_speed_name(rec->speed),
+		       rec->busnum, rec->devnum);
 		printf("Device Descriptor:\n");
 		tline(2, "bLength", UW_DEVICE_DESC_LEN, NULL);
 		tline(2, "bDescriptorType", UW_DT_DEVICE, NULL);

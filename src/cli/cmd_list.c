@@ -77,9 +77,12 @@ static void print_text(const char *host, const uw_devlist *l)
 		char vendor[128], product[128];
 		id_names(d->id_vendor, d->id_product, vendor, sizeof vendor, product,
 		         sizeof product);
-		printf("%11s: %s : %s (%04x:%04x)\n", d->busid, vendor, product, d->id_vendor,
-		       d->id_product);
-		printf("%11s: %s\n", "", d->path);
+		/* busid and path are the server's bytes: printed escaped */
+		char busid[UW_ESCAPE_SIZE(UW_BUSID_SIZE)], path[UW_ESCAPE_SIZE(UW_PATH_SIZE)];
+		printf("%11s: %s : %s (%04x:%04x)\n",
+		       uw_escape(busid, sizeof busid, d->busid, sizeof d->busid), vendor, product,
+		       d->id_vendor, d->id_product);
+		printf("%11s: %s\n", "", uw_escape(path, sizeof path, d->path, sizeof d->path));
 		printf("%11s: %s (%02x/%02x/%02x)\n", "", class_name(d->device_class),
 		       d->device_class, d->device_subclass, d->device_protocol);
 		for (unsigned k = 0; k < d->num_interfaces && k < UW_MAX_INTERFACES; k++) {
@@ -161,11 +164,16 @@ static void print_local_text(const struct local_row *rows, int n)
 		const uw_usbsys_dev *d = rows[i].d;
 		char vendor[128], product[128];
 		id_names(d->vid, d->pid, vendor, sizeof vendor, product, sizeof product);
-		printf("%11s: %s : %s (%04x:%04x)\n", d->busid,
-		       d->manufacturer[0] ? d->manufacturer : vendor,
-		       d->product[0] ? d->product : product, d->vid, d->pid);
-		if (d->serial[0])
-			printf("%11s: serial %s\n", "", d->serial);
+		/* The strings are the device's own (through sysfs): printed escaped */
+		char mfr[UW_ESCAPE_SIZE(sizeof d->manufacturer)],
+		    prod[UW_ESCAPE_SIZE(sizeof d->product)], ser[UW_ESCAPE_SIZE(sizeof d->serial)];
+		uw_escape(mfr, sizeof mfr, d->manufacturer, sizeof d->manufacturer);
+		uw_escape(prod, sizeof prod, d->product, sizeof d->product);
+		uw_escape(ser, sizeof ser, d->serial, sizeof d->serial);
+		printf("%11s: %s : %s (%04x:%04x)\n", d->busid, mfr[0] ? mfr : vendor,
+		       prod[0] ? prod : product, d->vid, d->pid);
+		if (ser[0])
+			printf("%11s: serial %s\n", "", ser);
 		printf("%11s: %s, bus %u device %u, %s (%02x/%02x/%02x)\n", "",
 		       uw_speed_name(uw_speed_for_wire(d->speed)), d->busnum, d->devnum,
 		       class_name(d->dev_class), d->dev_class, d->dev_subclass, d->dev_protocol);

@@ -167,13 +167,23 @@ int cmd_port(int argc, char **argv)
 		} else {
 			printf("Port %02u: <%s> at %s\n", p->port, cli_vdev_status_name(p->status),
 			       uw_speed_name(p->speed));
+			/* The strings come from the remote device and from a record file: escaped
+			 */
+			char m[UW_ESCAPE_SIZE(sizeof mfr)], pr[UW_ESCAPE_SIZE(sizeof prod)];
+			char h[UW_ESCAPE_SIZE(sizeof r.host)], sv[UW_ESCAPE_SIZE(sizeof r.serv)];
+			char b[UW_ESCAPE_SIZE(sizeof r.busid)];
+			uw_escape(m, sizeof m, mfr, sizeof mfr);
+			uw_escape(pr, sizeof pr, prod, sizeof prod);
 			if (vid[0])
-				printf("       %s : %s (%s:%s)\n", mfr[0] ? mfr : "unknown vendor",
-				       prod[0] ? prod : "unknown product", vid, pid);
+				printf("       %s : %s (%s:%s)\n", m[0] ? m : "unknown vendor",
+				       pr[0] ? pr : "unknown product", vid, pid);
 			if (have_rec)
 				printf("       %s -> usbip://%s%s%s:%s/%s\n", p->local_busid,
-				       strchr(r.host, ':') ? "[" : "", r.host,
-				       strchr(r.host, ':') ? "]" : "", r.serv, r.busid);
+				       strchr(r.host, ':') ? "[" : "",
+				       uw_escape(h, sizeof h, r.host, sizeof r.host),
+				       strchr(r.host, ':') ? "]" : "",
+				       uw_escape(sv, sizeof sv, r.serv, sizeof r.serv),
+				       uw_escape(b, sizeof b, r.busid, sizeof r.busid));
 			else
 				printf("       %s -> (remote location not recorded)\n",
 				       p->local_busid);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "uw_client.h"
+#include "uw_log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,8 +126,9 @@ int uw_client_import(int fd, const char *busid, int timeout_ms, uw_usb_device *d
 		return UW_E_REFUSED;
 	}
 	if (strcmp(v.busid, busid) != 0) {
-		snprintf(err, errlen, "server answered for busid \"%s\", not \"%s\"", v.busid,
-		         busid);
+		char shown[UW_ESCAPE_SIZE(UW_BUSID_SIZE)]; /* the server's bytes, escaped */
+		snprintf(err, errlen, "server answered for busid \"%s\", not \"%s\"",
+		         uw_escape(shown, sizeof shown, v.busid, sizeof v.busid), busid);
 		return UW_E_PROTO;
 	}
 	*dev = v;

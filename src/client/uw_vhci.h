@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * uw_vhci.h - the client side of the Linux vhci-hcd driver through sysfs (docs/protocol.md
- * §4.18): read the port table from the status files, choose a free port of the right speed,
+ * §7.1): read the port table from the status files, choose a free port of the right speed,
  * hand a connected socket to the kernel (attach), give a port back (detach), and keep the
  * per-port record files that `usbip port` reads (/var/run/vhci_hcd/portN: "HOST PORT BUSID\n").
  *

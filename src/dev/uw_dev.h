@@ -8,8 +8,8 @@
  *  - Every URB passed to submit() is completed exactly once, by uw_urb_complete(), either inside
  *    submit() or later. Until then the backend owns it; afterwards it must not touch it.
  *  - cancel() asks for an early completion: the backend completes the URB soon (it may do so
- *    inside cancel()) with UW_ECONNRESET if it was cancelled before it finished, or with its real
- *    result if it had already finished. cancel() of a URB that is completing is harmless.
+ *    inside cancel()) with UW_URB_ECONNRESET if it was cancelled before it finished, or with its
+ * real result if it had already finished. cancel() of a URB that is completing is harmless.
  *  - release() is called after the session ended and every URB it submitted has completed.
  */
 #ifndef UW_DEV_H
@@ -86,9 +86,18 @@ struct uw_dev_ops {
 	void (*destroy)(uw_dev *d);
 };
 
-/* Events a backend reports to the server through d->notify. */
+/* Events passed to d->notify, which the server sets (uw_server_add_device) and which is called on
+ * the loop thread only. Today:
+ *  - UW_DEV_EV_INFO: a backend (emulated or libusb) says d->info changed, after a
+ *    SET_CONFIGURATION; the server reads d->info whenever it lists or imports the device, so it
+ *    ignores the event. A backend may call d->notify only if it is set.
+ *  - UW_DEV_EV_GONE: the device left. No backend reports this itself: whoever created the
+ *    device and learns of the unplug (cmd_serve, from the libusb backend's hot-plug callback)
+ *    calls uw_server_remove_device(), which raises it on the server's side. The backend then
+ *    completes the URBs still in the device with errors (-ESHUTDOWN/-ENODEV) as usual, their
+ *    replies go out and the session ends. */
 enum uw_dev_event {
-	UW_DEV_EV_GONE = 1, /* unplugged: complete outstanding URBs (-ESHUTDOWN), end the session */
+	UW_DEV_EV_GONE = 1, /* the device left (see above) */
 	UW_DEV_EV_INFO = 2, /* d->info changed (configuration); nothing to do but re-read it */
 };
 

@@ -18,9 +18,10 @@
  * continuous phase; signal=ramp is a test pattern: stream frame i (frames counted from 0 when
  * altsetting 1 is selected, in the order they are handed out) carries left = i % 32767 + 1 and
  * right = -(i % 32767 + 1); silence is zeros; input=PATH plays a raw S16_LE stereo 48 kHz file
- * from its start at every stream start, looping at its end. Speaker sink: output=PATH (created
- * or truncated at start-up) receives every whole frame the host sends, as it arrives; without
- * it the frames are only counted.
+ * from its start at every stream start, looping at its end. Speaker sink: output=PATH (a regular
+ * file, created with mode 0600 if absent, never truncated, never through a symbolic link)
+ * gets every whole frame the host sends appended, as it arrives; without it the frames are
+ * only counted.
  *
  * Pacing: vhci-hcd does not pace isochronous URBs, so the device does, as a real one is paced by
  * the bus. Each direction keeps a stream clock from the moment its altsetting 1 is selected; a
@@ -578,17 +579,28 @@ static const struct uw_emu_class audio_class = {
 
 /* ---- Creation ------------------------------------------------------------------------- */
 
+/* The message and error for a file uw_emu_open_file could not open or opened as the wrong
+ * kind (st non-NULL); what names what was expected. */
+static int file_err(const uw_emu_args *a, const char *path, int err, const struct stat *st,
+                    const char *what)
+{
+	const char *kind = uw_emu_file_kind(path, err, st);
+	if (kind) {
+		uw_emu_set_err(a, "emu:audio: %s is %s; %s", path, kind, what);
+		return UW_E_INVAL;
+	}
+	uw_emu_set_err(a, "emu:audio: cannot open %s%s: %s", path,
+	               strstr(what, "output") ? " for writing" : "", strerror(err));
+	return err == EACCES ? UW_E_ACCESS : err == ENOENT ? UW_E_NOTFOUND : UW_E_IO;
+}
+
 static int open_input(const uw_emu_args *a, struct audio *au, const char *path)
 {
 	struct stat st;
-	/* O_NONBLOCK: a FIFO must not hang start-up before it is refused below. */
-	au->in_fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	if (au->in_fd < 0) {
-		int err = errno;
-		uw_emu_set_err(a, "emu:audio: cannot open %s: %s", path, strerror(err));
-		return err == EACCES ? UW_E_ACCESS : err == ENOENT ? UW_E_NOTFOUND : UW_E_IO;
-	}
-	if (fstat(au->in_fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+	au->in_fd = uw_emu_open_file(path, O_RDONLY, &st);
+	if (au->in_fd < 0)
+		return file_err(a, path, errno, NULL, "the input must be a regular file");
+	if (!S_ISREG(st.st_mode)) {
 		uw_emu_set_err(a, "emu:audio: %s is not a regular file", path);
 		return UW_E_INVAL;
 	}
@@ -607,27 +619,23 @@ static int open_input(const uw_emu_args *a, struct audio *au, const char *path)
 	return au->in_path ? UW_OK : UW_E_NOMEM;
 }
 
+/* The output: appended to, never truncated (what it held stays), created 0600, never through a
+ * symbolic link; a regular file only, checked on the opened descriptor: a pipe that fills would
+ * take part of a write and shift every later frame by a few bytes. */
 static int open_output(const uw_emu_args *a, struct audio *au, const char *path)
 {
 	struct stat in_st, out_st;
-	/* Truncating the input would leave nothing to play. */
-	if (au->in_fd >= 0 && fstat(au->in_fd, &in_st) == 0 && stat(path, &out_st) == 0 &&
-	    in_st.st_dev == out_st.st_dev && in_st.st_ino == out_st.st_ino) {
-		uw_emu_set_err(a, "emu:audio: input and output are the same file (%s)", path);
+	au->out_fd = uw_emu_open_file(path, O_WRONLY | O_CREAT | O_APPEND, &out_st);
+	if (au->out_fd < 0)
+		return file_err(a, path, errno, NULL, "the output must be a regular file");
+	if (!S_ISREG(out_st.st_mode)) {
+		uw_emu_set_err(a, "emu:audio: output %s must be a regular file", path);
 		return UW_E_INVAL;
 	}
-	/* O_NONBLOCK: a FIFO without a reader fails here instead of hanging the start-up. */
-	au->out_fd = open(path, O_WRONLY | O_CREAT | O_NONBLOCK | O_CLOEXEC, 0666);
-	if (au->out_fd < 0) {
-		int err = errno;
-		uw_emu_set_err(a, "emu:audio: cannot open %s for writing: %s", path, strerror(err));
-		return err == EACCES ? UW_E_ACCESS : err == ENOENT ? UW_E_NOTFOUND : UW_E_IO;
-	}
-	/* A regular file only: a pipe that fills would take part of a write and shift every
-	 * later frame by a few bytes. */
-	if (fstat(au->out_fd, &out_st) != 0 || !S_ISREG(out_st.st_mode) ||
-	    ftruncate(au->out_fd, 0) != 0) {
-		uw_emu_set_err(a, "emu:audio: output %s must be a regular file", path);
+	/* Writing into the input would change what is played. */
+	if (au->in_fd >= 0 && fstat(au->in_fd, &in_st) == 0 && in_st.st_dev == out_st.st_dev &&
+	    in_st.st_ino == out_st.st_ino) {
+		uw_emu_set_err(a, "emu:audio: input and output are the same file (%s)", path);
 		return UW_E_INVAL;
 	}
 	au->out_path = strdup(path);

@@ -230,6 +230,8 @@ static bool active(const struct kbd *k)
 	return uw_emu_config(k->e) != 0;
 }
 
+static int reopen_input(struct kbd *k, const char *when);
+
 static void end_of_input(struct kbd *k)
 {
 	/* A last line without a newline is still typed with its Enter. */
@@ -241,10 +243,7 @@ static void end_of_input(struct kbd *k)
 	if (!k->fifo)
 		return;
 	/* Reopen, so the next writer finds a reader and we see its data. */
-	k->fd = open(k->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	if (k->fd < 0)
-		uw_logf(k->log, UW_LOG_ERR, "emu:keyboard: cannot reopen %s: %s", k->path,
-		        strerror(errno));
+	k->fd = reopen_input(k, "nothing more is read from it");
 }
 
 /* Room for more input, keeping a place for the Enter of a last line without one. */
@@ -380,6 +379,41 @@ static void kbd_configure(uw_emu *e, uint8_t config)
 		watch(k, false);
 }
 
+/* Opens the input again (import, or a FIFO's next writer): only what it was at start-up, a
+ * regular file or a FIFO, through no link, checked on the opened descriptor. A FIFO without a
+ * writer opens at once (non-blocking); something else now at the path is refused with one log
+ * line. Returns the descriptor or -1. */
+static int reopen_input(struct kbd *k, const char *when)
+{
+	struct stat st;
+	int fd = uw_emu_open_file(k->path, O_RDONLY, &st);
+	if (fd < 0) {
+		int e = errno;
+		const char *kind = uw_emu_file_kind(k->path, e, NULL);
+		if (kind)
+			uw_logf(k->log, UW_LOG_WARN,
+			        "emu:keyboard: %s is now %s, not the %s it was: %s", k->path, kind,
+			        k->fifo ? "FIFO" : "regular file", when);
+		else
+			uw_logf(k->log, UW_LOG_WARN, "emu:keyboard: cannot open %s: %s: %s",
+			        k->path, strerror(e), when);
+		return -1;
+	}
+	if (k->fifo ? !S_ISFIFO(st.st_mode) : !S_ISREG(st.st_mode)) {
+		uw_logf(k->log, UW_LOG_WARN, "emu:keyboard: %s is now %s, not the %s it was: %s",
+		        k->path, uw_emu_file_kind(k->path, 0, &st),
+		        k->fifo ? "FIFO" : "regular file", when);
+		close(fd);
+		return -1;
+	}
+	if (!k->fifo) { /* regular-file reads never wait: plain blocking semantics */
+		int fl = fcntl(fd, F_GETFL);
+		if (fl >= 0)
+			(void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+	}
+	return fd;
+}
+
 static int kbd_import(uw_emu *e)
 {
 	struct kbd *k = uw_emu_priv(e);
@@ -388,10 +422,14 @@ static int kbd_import(uw_emu *e)
 		/* A regular file is typed once per session, from its start. */
 		if (k->fd >= 0)
 			close(k->fd);
-		k->fd = open(k->path, O_RDONLY | O_CLOEXEC);
+		k->fd = reopen_input(k, "import refused");
 		if (k->fd < 0)
-			uw_logf(k->log, UW_LOG_WARN, "emu:keyboard: cannot open %s: %s", k->path,
-			        strerror(errno));
+			return UW_E_INVAL;
+	} else if (k->path && k->fd < 0) {
+		/* The FIFO could not be reopened after a writer left: try again now. */
+		k->fd = reopen_input(k, "import refused");
+		if (k->fd < 0)
+			return UW_E_INVAL;
 	}
 	return UW_OK;
 }
@@ -522,15 +560,27 @@ int uw_emu_keyboard_new(const uw_emu_args *a, uw_dev **out)
 			r = UW_E_INVAL;
 			goto fail;
 		}
-		if (stat(input, &st) < 0) {
-			uw_emu_set_err(a, "emu:keyboard: cannot open %s: %s", input,
-			               strerror(errno));
-			r = errno == EACCES ? UW_E_ACCESS : UW_E_NOTFOUND;
+		k->fd = uw_emu_open_file(input, O_RDONLY, &st);
+		if (k->fd < 0) {
+			int e = errno;
+			const char *kind = uw_emu_file_kind(input, e, NULL);
+			if (kind)
+				uw_emu_set_err(
+				    a, "emu:keyboard: %s is %s, neither a regular file nor a FIFO",
+				    input, kind);
+			else
+				uw_emu_set_err(a, "emu:keyboard: cannot open %s: %s", input,
+				               strerror(e));
+			r = kind          ? UW_E_INVAL
+			    : e == EACCES ? UW_E_ACCESS
+			    : e == ENOENT ? UW_E_NOTFOUND
+			                  : UW_E_IO;
 			goto fail;
 		}
 		if (!S_ISFIFO(st.st_mode) && !S_ISREG(st.st_mode)) {
-			uw_emu_set_err(a, "emu:keyboard: %s is neither a regular file nor a FIFO",
-			               input);
+			uw_emu_set_err(a,
+			               "emu:keyboard: %s is %s, neither a regular file nor a FIFO",
+			               input, uw_emu_file_kind(input, 0, &st));
 			r = UW_E_INVAL;
 			goto fail;
 		}
@@ -540,14 +590,8 @@ int uw_emu_keyboard_new(const uw_emu_args *a, uw_dev **out)
 			r = UW_E_NOMEM;
 			goto fail;
 		}
-		/* Regular file: check now that it can be read; it is reopened per session. */
-		k->fd = open(input, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-		if (k->fd < 0) {
-			uw_emu_set_err(a, "emu:keyboard: cannot open %s: %s", input,
-			               strerror(errno));
-			r = errno == EACCES ? UW_E_ACCESS : UW_E_IO;
-			goto fail;
-		}
+		/* A regular file is reopened (and checked again) at every import; a FIFO stays
+		 * open, non-blocking, for the device's life. */
 		if (!k->fifo) {
 			close(k->fd);
 			k->fd = -1;

@@ -705,7 +705,9 @@ static int ctor_err(const uw_emu_args *a, const char *fmt, ...)
 	return UW_E_INVAL;
 }
 
-/* Opens the image. Returns the fd and its size in bytes, or -1 with a->err set. */
+/* Opens the image. Returns the fd and its size in bytes, or -1 with a->err set. It is opened
+ * once, at start-up, by the path the operator gave: a symbolic link is followed on purpose (disks
+ * are named through /dev/disk/by-id links), and the type is checked on the opened descriptor. */
 static int open_image(const uw_emu_args *a, const char *file, bool ro, uint64_t *size, int *why)
 {
 	/* O_NONBLOCK: opening a FIFO must not hang; it is refused below. */

@@ -9,10 +9,13 @@
  */
 #include "uw_emu.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "uw_usbdesc.h"
 
@@ -835,6 +838,44 @@ void uw_emu_set_err(const uw_emu_args *a, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(a->err, a->errlen, fmt, ap);
 	va_end(ap);
+}
+
+int uw_emu_open_file(const char *path, int flags, struct stat *st)
+{
+	int fd = open(path, flags | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, st) != 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+static const char *mode_kind(mode_t m)
+{
+	return S_ISREG(m)    ? "a regular file"
+	       : S_ISDIR(m)  ? "a directory"
+	       : S_ISFIFO(m) ? "a FIFO"
+	       : S_ISSOCK(m) ? "a socket"
+	       : S_ISCHR(m)  ? "a character device"
+	       : S_ISBLK(m)  ? "a block device"
+	       : S_ISLNK(m)  ? "a symbolic link (never followed)"
+	                     : "an unknown kind of file";
+}
+
+const char *uw_emu_file_kind(const char *path, int err, const struct stat *st)
+{
+	if (st)
+		return mode_kind(st->st_mode);
+	struct stat ls;
+	/* The errors a wrong kind of file causes: a link (ELOOP under O_NOFOLLOW), a socket or a
+	 * FIFO without a reader (ENXIO), a directory opened for writing (EISDIR). */
+	if ((err == ELOOP || err == ENXIO || err == EISDIR) && lstat(path, &ls) == 0)
+		return mode_kind(ls.st_mode);
+	return NULL;
 }
 
 const char *uw_emu_opt(const uw_emu_args *a, const char *key)

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "uw_dev.h"
 #include "uw_log.h"
@@ -154,6 +155,18 @@ const char *uw_emu_opt(const uw_emu_args *a, const char *key);
 /* UW_OK if every option is in allowed (NULL-terminated); else UW_E_INVAL and a message in
  * a->err naming the unknown option and the allowed ones. */
 int uw_emu_check_opts(const uw_emu_args *a, const char *const *allowed);
+
+/* Opens a file an option names (input=, output=) the way every emulated device does: never
+ * through a symbolic link in its last component (O_NOFOLLOW), never as a controlling terminal,
+ * without waiting (O_NONBLOCK: a FIFO without a peer cannot hang the server; the caller may
+ * clear it), close-on-exec; a file that flags' O_CREAT creates gets mode 0600. *st is fstat of
+ * the opened descriptor: check the type there, never on the path, which may change at any time.
+ * Returns the descriptor, or -1 with errno set. */
+int uw_emu_open_file(const char *path, int flags, struct stat *st);
+/* What is at path now, for a message after uw_emu_open_file failed with err or opened the
+ * wrong type (st, or NULL): "a symbolic link (never followed)", "a directory", "a socket", ...
+ * or NULL when that is not the reason (then strerror(err) is). */
+const char *uw_emu_file_kind(const char *path, int err, const struct stat *st);
 
 /* Writes a constructor's one-line explanation of a failure into a->err (if there is one). */
 __attribute__((format(printf, 2, 3))) void uw_emu_set_err(const uw_emu_args *a, const char *fmt,

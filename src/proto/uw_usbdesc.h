@@ -529,7 +529,7 @@ int uw_speed_to_libusb(enum uw_speed speed);
 
 /**
  * uw_speed_for_wire() - the speed to put in a device record: UW_SPEED_SUPER_PLUS is reported
- * as UW_SPEED_SUPER (docs/protocol.md 4.19: older vhci rejects 6), values above it as
+ * as UW_SPEED_SUPER (docs/protocol.md §3.2: older vhci rejects 6), values above it as
  * UW_SPEED_UNKNOWN, the rest unchanged.
  */
 enum uw_speed uw_speed_for_wire(enum uw_speed speed);

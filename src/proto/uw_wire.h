@@ -91,7 +91,7 @@ enum uw_xfer {
 #define UW_URB_DIR_MASK            0x00000200u
 #define UW_URB_DMA_MAP_SG          0x00040000u
 
-/* Linux errno values used as URB status on the wire (docs/protocol.md §3.7). They are Linux's
+/* Linux errno values used as URB status on the wire (docs/protocol.md §3.4). They are Linux's
  * numbers whatever the host, so they are spelled out here. */
 enum uw_urb_errno {
 	UW_URB_OK = 0,

@@ -397,7 +397,7 @@ static void queue_ret_submit(struct session *s, struct urb_ctx *ctx)
 	} else {
 		if (u->dir == UW_DIR_IN && actual)
 			it->parts[it->nparts++] = (struct iovec){u->buf, actual};
-		/* docs/protocol.md §4.5: 0, but echo -1 to a client that sent -1. */
+		/* docs/protocol.md §4.3: 0, but echo -1 to a client that sent -1. */
 		h.u.ret.number_of_packets = ctx->req_np == -1 ? -1 : 0;
 	}
 	h.u.ret.status = u->status;
@@ -894,8 +894,10 @@ static void reply_import(struct session *s, const char *busid)
 	it->nparts = 1;
 	queue_item(s, it);
 	if (status != UW_ST_OK) {
-		LOG(srv, UW_LOG_INFO, "%s: import of %s refused: %s%s%s", s->peer, busid,
-		    uw_op_status_str(status), rc ? ": " : "", rc ? uw_strerror(rc) : "");
+		char shown[UW_ESCAPE_SIZE(UW_BUSID_SIZE)]; /* the client's bytes, never raw */
+		LOG(srv, UW_LOG_INFO, "%s: import of %s refused: %s%s%s", s->peer,
+		    uw_escape(shown, sizeof shown, busid, UW_BUSID_SIZE), uw_op_status_str(status),
+		    rc ? ": " : "", rc ? uw_strerror(rc) : "");
 		s->close_after_flush = true;
 		return;
 	}

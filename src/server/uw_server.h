@@ -5,7 +5,7 @@
  * One thread runs everything (the uw_loop); device backends may complete URBs on other threads.
  * A session reads OP_REQ_DEVLIST or OP_REQ_IMPORT, and after a successful import carries URBs
  * between the client and the device: many in flight, replies written as they complete, in one
- * ordered stream per connection, with the unlink rules of docs/protocol.md §4.11.
+ * ordered stream per connection, with the unlink rules of docs/protocol.md §4.5.
  */
 #ifndef UW_SERVER_H
 #define UW_SERVER_H

@@ -13,7 +13,7 @@ check() is three checks, all of which must pass:
      length right, no packet lost;
   2. tshark on a copy of the capture in which each USB/IP message starts a TCP segment of its own
      (FILE-1pdu.pcap next to the capture): no malformed packet, no expert error, no unknown
-     message. Wireshark 4.0's dissector mis-frames replies that share a segment (protocol.md §5),
+     message. Wireshark 4.0's dissector mis-frames replies that share a segment (docs/protocol.md §9),
      so the capture as written by tshark is not dissected directly;
   3. the message counts of both agree.
 Wireshark's USB/IP dissector is Decode-As only, hence -d tcp.port==PORT,usbip.
@@ -54,7 +54,7 @@ class Summary:
         self.counts = counts      # Counter: message name -> number of messages
         self.frames = frames      # frames carrying USB/IP (in the re-segmented copy)
         self.problems = problems  # list of strings; empty when the capture is clean
-        self.caveats = caveats    # frames with a non-zero-status RET_SUBMIT (protocol.md §5)
+        self.caveats = caveats    # frames with a non-zero-status RET_SUBMIT (docs/protocol.md §9)
         self.connections = connections  # TCP connections to the port
         self.tolerated = []       # frames of pipelined control replies (see Capture.analyze)
 

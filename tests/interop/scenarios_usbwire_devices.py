@@ -131,7 +131,7 @@ def server_log_has(srv, text, timeout=20):
 
 # ------------------------------------------------------------------------------------------------
 # Capture checks: capture.py (framing checked independently of Wireshark, tshark on a copy with one
-# USB/IP message per TCP segment, both counts equal; protocol.md §5 for why).
+# USB/IP message per TCP segment, both counts equal; docs/protocol.md §9 for why).
 
 def check_capture(ctx, cap, require):
     cap.stop()

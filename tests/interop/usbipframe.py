@@ -7,7 +7,7 @@ every TCP connection to one server port, checks their USB/IP framing strictly, a
 in which every USB/IP message starts a TCP segment of its own.
 
 Why the copy: Wireshark 4.0's USB/IP dissector mis-frames replies that share a TCP segment
-(protocol.md §5): a RET_SUBMIT of an IN URB that is not the first message of its segment is at
+(docs/protocol.md §9): a RET_SUBMIT of an IN URB that is not the first message of its segment is at
 times sized as a bare 48-byte header, and a RET_SUBMIT with non-zero status is sized as the rest
 of the segment counted from the segment's start; it then loses the framing ("Version 18.1 not
 implemented" on descriptor bytes). Any efficient peer writes several replies with one sendmsg(),

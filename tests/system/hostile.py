@@ -148,6 +148,26 @@ def row_unknown_busid(ctx):
           f"want the 8-byte reply with status 4 (ST_NODEV) then close, got {got.hex()}")
 
 
+def row_hostile_busid(ctx):
+    """A busid with terminal escapes and a newline: refused (unknown), and the server's log
+    shows it escaped: no raw control byte, no forged line."""
+    busid = b"\x1b]0;owned\x07\x1b[2J\n[fake] 99-4\xc2\x9b"
+    c = Conn(ctx.port)
+    c.send(op_common(OP_REQ_IMPORT) + busid + b"\0" * (32 - len(busid)))
+    got = c.wait_eof(5.0)
+    c.close()
+    check(got == op_common(OP_REP_IMPORT, ST_NODEV),
+          f"want the 8-byte reply with status 4 (ST_NODEV) then close, got {got.hex()}")
+    raw = ctx.srv.log_path.read_bytes()
+    bad = sorted({b for b in raw if (b < 0x20 and b != 0x0a) or b == 0x7f})
+    check(not bad, f"server log holds raw control bytes {[hex(b) for b in bad]}")
+    check(b"\xc2\x9b" not in raw, "server log holds a raw C1 control (U+009B)")
+    check(not re.search(rb"^\[fake\]", raw, re.M), "server log holds a forged line")
+    mine = [l for l in ctx.lines_for(c.local) if "refused" in l]
+    check(len(mine) == 1 and "\\x1b]0;owned\\x07\\x1b[2J\\x0a[fake] 99-4\\xc2\\x9b" in mine[0],
+          f"want one 'refused' line showing the busid escaped, got {mine}")
+
+
 def row_busy_busid(ctx):
     c = Conn(ctx.port)
     c.send(req_import(SINK))
@@ -611,6 +631,8 @@ def rows():
          lambda ctx: op_close(ctx, op_common(OP_REQ_IMPORT) + b"\0" * 32, "busid")),
         ("op: busid of a device in use -> status 2, closed", row_busy_busid),
         ("op: unknown busid -> status 4, closed", row_unknown_busid),
+        ("op: busid with ESC sequences and a newline -> status 4, logged escaped",
+         row_hostile_busid),
         ("op: 1 MiB of random bytes -> closed, logged", row_random_mib),
         ("op: OP_REQ_IMPORT and a URB header one byte per segment -> answered",
          row_bytewise_import),

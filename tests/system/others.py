@@ -11,8 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-from uwlib import (DIR_IN, DIR_OUT, KEYBOARD, SERIAL, SINK, STORAGE, Closed, Conn, Fail, Server,
-                   Storage, Urbs, check, free_port, parse_device_descriptor, run_cli)
+from uwlib import (DIR_IN, DIR_OUT, KEYBOARD, OP_REP_DEVLIST, SERIAL, SINK, STORAGE, Closed, Conn,
+                   Fail, Server, Storage, Urbs, check, free_port, op_common,
+                   parse_device_descriptor, run_cli)
 
 REPO = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(REPO / "tests/interop"))
@@ -214,6 +215,168 @@ def expect_fail(build, args, want, timeout=60, rc=1):
     return r
 
 
+HOSTILE_BUSID = b"\x1b[31m1-1\n[fake] x\\"
+HOSTILE_PATH = b"/sys/\x1b]0;owned\x07\x1b[2J\r\n[fake log line]\xff\xc2\x9b\x7f caf\xc3\xa9"
+
+
+def fake_devlist_server(replies):
+    """Listens on 127.0.0.1; answers each of `replies` connections' OP_REQ_DEVLIST with a list of
+    one device whose busid and path are HOSTILE_*. Returns (port, thread)."""
+    import socket
+    import struct
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    ls.settimeout(30)
+    rec = (HOSTILE_PATH.ljust(256, b"\0") + HOSTILE_BUSID.ljust(32, b"\0")
+           + struct.pack(">IIIHHHBBBBBB", 1, 2, 3, 0x1234, 0x5678, 0x0100, 0, 0, 0, 1, 1, 1)
+           + bytes([0xff, 0, 0, 0]))
+    reply = op_common(OP_REP_DEVLIST) + struct.pack(">I", 1) + rec
+
+    def serve():
+        with ls:
+            for _ in range(replies):
+                c, _ = ls.accept()
+                with c:
+                    got = b""
+                    while len(got) < 8:
+                        b = c.recv(8 - len(got))
+                        if not b:
+                            break
+                        got += b
+                    c.sendall(reply)
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return ls.getsockname()[1], t
+
+
+def list_hostile_strings(build):
+    port, t = fake_devlist_server(2)
+    exe = str(Path(build) / "src/cli/usbwire")
+    r = subprocess.run([exe, "list", "-r", f"127.0.0.1:{port}"], capture_output=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+    out = r.stdout + r.stderr
+    check(r.returncode == 0, f"list -r exit {r.returncode}: {out!r}")
+    bad = sorted({b for b in out if (b < 0x20 and b != 0x0a) or b == 0x7f})
+    check(not bad, f"output holds raw control bytes {[hex(b) for b in bad]}: {out!r}")
+    check(b"\xc2\x9b" not in out and b"\xff" not in out, f"raw C1/invalid UTF-8: {out!r}")
+    check(not re.search(rb"^\[fake", out, re.M), f"a forged line: {out!r}")
+    check(b"\\x1b[31m1-1\\x0a[fake] x\\x5c" in out, f"busid not shown escaped: {out!r}")
+    check(b"caf\xc3\xa9" in out, f"valid UTF-8 not kept: {out!r}")
+    r = subprocess.run([exe, "list", "-r", f"127.0.0.1:{port}", "--json"], capture_output=True,
+                       timeout=30, stdin=subprocess.DEVNULL)
+    t.join(30)
+    check(r.returncode == 0, f"list -r --json exit {r.returncode}: {r.stderr!r}")
+    bad = sorted({b for b in r.stdout if (b < 0x20 and b != 0x0a) or b == 0x7f})
+    check(not bad, f"JSON output holds raw control bytes {[hex(b) for b in bad]}")
+    try:
+        doc = json.loads(r.stdout.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise Fail(f"--json output is not valid UTF-8 JSON ({e}): {r.stdout!r}") from None
+    d = doc["devices"][0]
+    check(d["busid"] == HOSTILE_BUSID.decode(), f"busid {d['busid']!r}")
+    check(d["path"].startswith("/sys/\x1b]0;owned\x07") and d["path"].endswith(" caf\u00e9"),
+          f"path {d['path']!r}")
+
+
+HOSTILE_STRING = "\x1b[31mEvil\n[fake log line]\u009b2J caf\u00e9"
+
+
+def fake_info_server(conns):
+    """Listens on 127.0.0.1 and serves `conns` imports of busid 1-1: a device whose three
+    string descriptors are HOSTILE_STRING; every other control request stalls."""
+    import socket
+    import struct
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    ls.settimeout(30)
+    dev = bytes([18, 1, 0, 2, 0, 0, 0, 64, 0x34, 0x12, 0x78, 0x56, 0, 1, 1, 2, 3, 1])
+    cfg = bytes([9, 2, 18, 0, 1, 1, 0, 0x80, 50, 9, 4, 0, 0, 0, 0xff, 0, 0, 0])
+    text = HOSTILE_STRING.encode("utf-16-le")
+    strings = {0: bytes([4, 3, 0x09, 0x04]), 1: bytes([2 + len(text), 3]) + text}
+    strings[2] = strings[3] = strings[1]
+    rec = (b"/sys/fake".ljust(256, b"\0") + b"1-1".ljust(32, b"\0")
+           + struct.pack(">IIIHHHBBBBBB", 1, 2, 2, 0x1234, 0x5678, 0x0100, 0, 0, 0, 0, 1, 0))
+
+    def exact(c, n):
+        got = b""
+        while len(got) < n:
+            b = c.recv(n - len(got))
+            if not b:
+                raise EOFError
+            got += b
+        return got
+
+    def serve_one(c):
+        exact(c, 40)
+        c.sendall(op_common(0x0003) + rec)
+        while True:
+            h = exact(c, 48)
+            cmd, seq, _, direction, ep = struct.unpack(">IIIII", h[:20])
+            if cmd == 2:
+                c.sendall(struct.pack(">IIIIIi", 4, seq, 0, 0, 0, 0) + b"\0" * 24)
+                continue
+            length = struct.unpack(">i", h[24:28])[0]
+            if direction == 0 and length > 0:
+                exact(c, length)
+            rt, req, val, idx, wlen = struct.unpack("<BBHHH", h[40:48])
+            data, status = b"", -32
+            if ep == 0 and rt == 0x80 and req == 6:
+                kind, index = val >> 8, val & 0xff
+                d = {1: dev if index == 0 else None, 2: cfg if index == 0 else None,
+                     3: strings.get(index)}.get(kind)
+                if d is not None:
+                    data, status = d[:min(wlen, length)], 0
+            elif direction == 0:
+                status = 0
+            c.sendall(struct.pack(">IIIIIiiiii", 3, seq, 0, 0, 0, status,
+                                  len(data) if direction else (length if status == 0 else 0),
+                                  0, 0, 0) + b"\0" * 8 + data)
+
+    def serve():
+        with ls:
+            for _ in range(conns):
+                c, _ = ls.accept()
+                with c:
+                    try:
+                        serve_one(c)
+                    except (EOFError, OSError):
+                        pass
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return ls.getsockname()[1], t
+
+
+def info_hostile_strings(build):
+    port, t = fake_info_server(2)
+    exe = str(Path(build) / "src/cli/usbwire")
+    r = subprocess.run([exe, "info", "-r", f"127.0.0.1:{port}", "-b", "1-1"],
+                       capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    out = r.stdout + r.stderr
+    check(r.returncode == 0, f"info -r exit {r.returncode}: {out!r}")
+    bad = sorted({b for b in out if (b < 0x20 and b != 0x0a) or b == 0x7f})
+    check(not bad, f"output holds raw control bytes {[hex(b) for b in bad]}: {out!r}")
+    check(b"\xc2\x9b" not in out, f"output holds a raw C1 control (U+009B): {out!r}")
+    check(not re.search(rb"^\[fake", out, re.M), f"a forged line: {out!r}")
+    want = b"\\x1b[31mEvil\\x0a[fake log line]\\xc2\\x9b2J caf\xc3\xa9"
+    check(out.count(want) >= 4, f"the strings are not all shown escaped ({out.count(want)}): "
+                                f"{out!r}")
+    r = subprocess.run([exe, "info", "-r", f"127.0.0.1:{port}", "-b", "1-1", "--json"],
+                       capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    t.join(30)
+    check(r.returncode == 0, f"info -r --json exit {r.returncode}: {r.stderr!r}")
+    try:
+        doc = json.loads(r.stdout.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise Fail(f"--json output is not valid UTF-8 JSON ({e}): {r.stdout!r}") from None
+    bad = sorted({b for b in r.stdout if (b < 0x20 and b != 0x0a) or b == 0x7f})
+    check(not bad and b"\xc2\x9b" not in r.stdout, f"raw control bytes in JSON: {r.stdout!r}")
+    d = doc["device"]
+    check(d["manufacturer"] == d["product"] == d["serial"] == HOSTILE_STRING,
+          f"strings {d['manufacturer']!r} {d['product']!r} {d['serial']!r}")
+
+
 def test_cli(tap, build, work):
     work.mkdir(parents=True, exist_ok=True)
     img = work / "cli.img"
@@ -255,6 +418,11 @@ def test_cli(tap, build, work):
             expect_fail(build, ["list", "-r", f"127.0.0.1:{p}"], [r"Connection refused"])
         expect_fail(build, ["list", "-r", "127.0.0.1:1"], [r"Connection refused"])
     tap.run("cli: list -r to a port nothing listens on -> exit 1, Connection refused", refused)
+
+    tap.run("cli: list -r from a server sending ESC sequences and newlines in busid/path -> "
+            "printed escaped, --json valid", list_hostile_strings, build)
+    tap.run("cli: info -r of a device whose strings hold ESC sequences, newlines and C1 "
+            "controls -> printed escaped, --json valid", info_hostile_strings, build)
 
     srv = Server(build, work, "cli").start()
     try:

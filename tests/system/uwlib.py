@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 """Helpers of the system tests: a usbwire server process, and a raw USB/IP client written from
-the wire format alone (docs/protocol.md; /work/shared/protocol.md §2), so that it can send
+the wire format alone (docs/protocol.md §2), so that it can send
 anything, including what no real client would.
 
 Byte order: op messages and the 48-byte URB headers are big-endian; the SETUP packet inside a

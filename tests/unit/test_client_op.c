@@ -62,6 +62,7 @@ enum imp_shape {
 	IMP_CODE,       /* the reply code of another op */
 	IMP_VERSION,    /* version 0x0110 */
 	IMP_BUSID,      /* a record for another busid */
+	IMP_BUSID_ESC,  /* a record for a busid with terminal escapes and a newline */
 	IMP_NO_NUL,     /* busid field without a NUL in its 32 bytes */
 	IMP_BUSNUM,     /* busnum 0x10000: no devid can be made */
 	IMP_PATH_NO_NUL /* path field without a NUL in its 256 bytes */
@@ -91,6 +92,8 @@ static const struct imp_row imp_rows[] = {
     {"wrong reply code (DEVLIST reply)", IMP_CODE, 0, UW_E_PROTO, 0, "code"},
     {"version 0x0110", IMP_VERSION, 0, UW_E_VERSION, 0, "version"},
     {"record for another busid", IMP_BUSID, 0, UW_E_PROTO, 0, "not \"1-1\""},
+    {"record for a busid with ESC and newline (shown escaped)", IMP_BUSID_ESC, 0, UW_E_PROTO, 0,
+     "busid \"\\x1b[2J\\x0a[x\", not \"1-1\""},
     {"busid without NUL", IMP_NO_NUL, 0, UW_E_PROTO, 0, "busid"},
     {"path without NUL", IMP_PATH_NO_NUL, 0, UW_E_PROTO, 0, "path"},
     {"busnum over 0xffff", IMP_BUSNUM, 0, UW_E_PROTO, 0, "busnum"},
@@ -99,12 +102,16 @@ static const struct imp_row imp_rows[] = {
 static void queue_import_reply(int fd, const struct imp_row *r)
 {
 	uint8_t rep[UW_OP_REP_IMPORT_LEN];
-	uw_usb_device d = sample_dev(r->shape == IMP_BUSID ? "2-1" : "1-1", 0);
+	uw_usb_device d = sample_dev(r->shape == IMP_BUSID       ? "2-1"
+	                             : r->shape == IMP_BUSID_ESC ? "\x1b[2J\n[x"
+	                                                         : "1-1",
+	                             0);
 	int n = uw_op_rep_import_encode(rep, sizeof rep, 0, &d);
 	size_t len = n > 0 ? (size_t)n : 0;
 	switch (r->shape) {
 	case IMP_VALID:
 	case IMP_BUSID:
+	case IMP_BUSID_ESC:
 		break;
 	case IMP_NOTHING:
 	case IMP_SILENT:

@@ -9,9 +9,12 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "uw_emu.h"
@@ -344,6 +347,10 @@ static void test_device_common(const struct devcase *dc)
 	/* Configure. */
 	notifies = 0;
 	c = ctrl(d, 0x00, 9, 1, 0, 0, NULL);
+	/* The hub-class port reset (docs/protocol.md §4.6): an emulated device has no port. */
+	struct ctl pr = ctrl(d, 0x23, 3, 4, 1, 0, NULL);
+	t_ok(pr.status == UW_URB_EPIPE && pr.completions == 1 && d->info.configuration_value == 1,
+	     "%s: SET_FEATURE(PORT_RESET) stalls, configuration kept", k);
 	t_ok(c.status == 0 && notifies == 0 && d->info.configuration_value == 1 &&
 	         d->info.num_interfaces == dc->num_ifaces &&
 	         d->ifaces[0].iface_class == dc->iface0_class &&
@@ -724,6 +731,123 @@ static void test_keyboard_file(uw_loop *l, const char *dir)
 	unlink(path);
 }
 
+/* The import of a regular-file input that has since been swapped: each import opens the path
+ * anew, so what is there now is checked on the opened descriptor. A FIFO with no writer must
+ * not hang the import (the server's only thread), and neither a FIFO nor a symbolic link may
+ * have its contents typed: that import is refused with one log line, the next one works. */
+static void on_alarm(int sig)
+{
+	(void)sig;
+	static const char msg[] = "not ok - keyboard: an import hung on a swapped input\n";
+	(void)!write(1, msg, sizeof msg - 1);
+	_exit(1);
+}
+
+static void test_keyboard_swapped(uw_loop *l, const char *dir)
+{
+	char path[256], secret[256], spec[300];
+	snprintf(path, sizeof path, "%s/swap.txt", dir);
+	snprintf(secret, sizeof secret, "%s/secret.txt", dir);
+	FILE *f = fopen(path, "w");
+	fputs("a\n", f);
+	fclose(f);
+	f = fopen(secret, "w");
+	fputs("zz\n", f);
+	fclose(f);
+	struct logbuf lb = {0};
+	uw_logger lg = {.fn = log_line, .user = &lb, .level = UW_LOG_DEBUG};
+	snprintf(spec, sizeof spec, "emu:keyboard,input=%s", path);
+	uw_dev *d = create(spec, "99-5", l, &lg);
+	if (!d)
+		return;
+	signal(SIGALRM, on_alarm);
+
+	/* A FIFO with no writer in place of the file. */
+	unlink(path);
+	mkfifo(path, 0600);
+	lb.n = 0;
+	alarm(20); /* a safety net only: a fixed import returns at once */
+	int r = d->ops->import(d);
+	alarm(0);
+	t_ok(r != UW_OK && lb.n == 1 && strstr(lb.lines[0], path) && strstr(lb.lines[0], "FIFO"),
+	     "keyboard: input swapped for a FIFO: import refused at once, logged: %s",
+	     lb.n ? lb.lines[0] : "(nothing)");
+	if (r == UW_OK)
+		d->ops->release(d);
+
+	/* A symbolic link to another file in its place: never followed, nothing typed. */
+	unlink(path);
+	if (symlink(secret, path) != 0)
+		t_diag("symlink: %s", strerror(errno));
+	lb.n = 0;
+	r = d->ops->import(d);
+	t_ok(r != UW_OK && lb.n == 1 && strstr(lb.lines[0], "symbolic link"),
+	     "keyboard: input swapped for a symlink: import refused, logged: %s",
+	     lb.n ? lb.lines[0] : "(nothing)");
+	if (r == UW_OK) {
+		ctrl(d, 0x00, 9, 1, 0, 0, NULL);
+		uint8_t reps[8][8];
+		int n = collect_reports(d, l, reps, 8);
+		t_diag("%d reports typed from the link's target", n);
+		d->ops->release(d);
+	}
+
+	/* A regular file again: typed as before. */
+	unlink(path);
+	f = fopen(path, "w");
+	fputs("Hi", f);
+	fclose(f);
+	r = d->ops->import(d);
+	ctrl(d, 0x00, 9, 1, 0, 0, NULL);
+	uint8_t reps[32][8];
+	int n = collect_reports(d, l, reps, 32);
+	t_ok(r == UW_OK && reports_are(reps, n, hi_enter, 3),
+	     "keyboard: a regular file back in place is typed again (%d reports)", n);
+	d->ops->release(d);
+	d->ops->destroy(d);
+	unlink(path);
+	unlink(secret);
+}
+
+/* At creation: a symbolic link, a directory, a socket are refused, naming the reason. */
+static void test_keyboard_refused(const char *dir)
+{
+	char path[256], target[256], spec[300], err[256];
+	snprintf(target, sizeof target, "%s/target.txt", dir);
+	FILE *f = fopen(target, "w");
+	fputs("x\n", f);
+	fclose(f);
+	snprintf(path, sizeof path, "%s/link.txt", dir);
+	if (symlink(target, path) != 0)
+		t_diag("symlink: %s", strerror(errno));
+	uw_dev *d = NULL;
+	snprintf(spec, sizeof spec, "emu:keyboard,input=%s", path);
+	int r = uw_emu_create(spec, "1-1", 99, 1, NULL, NULL, &d, err, sizeof err);
+	t_ok(r < 0 && !d && strstr(err, "symbolic link") && strstr(err, path),
+	     "keyboard: symlink input refused: %s", err);
+	if (d)
+		d->ops->destroy(d);
+	unlink(path);
+	unlink(target);
+	/* A socket: open() cannot even open it. */
+	snprintf(path, sizeof path, "%s/kbd.sock", dir);
+	int sfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) < sizeof sa.sun_path)
+		memcpy(sa.sun_path, path, strlen(path) + 1);
+	if (sfd < 0 || bind(sfd, (struct sockaddr *)&sa, sizeof sa) != 0)
+		t_diag("socket %s: %s", path, strerror(errno));
+	d = NULL;
+	snprintf(spec, sizeof spec, "emu:keyboard,input=%s", path);
+	r = uw_emu_create(spec, "1-1", 99, 1, NULL, NULL, &d, err, sizeof err);
+	t_ok(r < 0 && !d && strstr(err, path), "keyboard: socket input refused: %s", err);
+	if (d)
+		d->ops->destroy(d);
+	if (sfd >= 0)
+		close(sfd);
+	unlink(path);
+}
+
 static void test_keyboard_fifo(uw_loop *l, const char *dir)
 {
 	char path[256], spec[300];
@@ -941,6 +1065,8 @@ int main(void)
 	test_keyboard_idle();
 	test_keyboard_file(l, dir);
 	test_keyboard_fifo(l, dir);
+	test_keyboard_swapped(l, dir);
+	test_keyboard_refused(dir);
 	test_serial_loopback();
 	test_serial_pty(l);
 	rmdir(dir);

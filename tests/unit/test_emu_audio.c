@@ -14,7 +14,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -791,6 +793,97 @@ static bool file_is(const char *path, const uint8_t *want, size_t len)
 	return true;
 }
 
+/* The output file: what it held before ("old contents", kept), then the frames written. */
+static bool out_is(const char *path, const uint8_t *want, size_t len)
+{
+	static uint8_t all[8192];
+	if (12 + len > sizeof all)
+		return false;
+	memcpy(all, "old contents", 12);
+	memcpy(all + 12, want, len);
+	return file_is(path, all, 12 + len);
+}
+
+/* output=PATH: created 0600 whatever the umask; never through a symbolic link (neither an
+ * existing target nor a dangling one is written or created); a directory or a socket refused. */
+static void test_output_files(uw_loop *l, const char *dir)
+{
+	char path[256], target[256], spec[600], err[600];
+	struct stat st;
+	uw_dev *d;
+	snprintf(path, sizeof path, "%s/new.raw", dir);
+	unlink(path);
+	mode_t old = umask(0);
+	snprintf(spec, sizeof spec, "emu:audio,output=%s", path);
+	d = open_dev(spec, l);
+	umask(old);
+	memset(&st, 0, sizeof st);
+	bool made = stat(path, &st) == 0;
+	t_ok(d && made && (st.st_mode & 07777) == 0600,
+	     "output: a new file is created with mode 0600 under umask 0 (got %04o)",
+	     (unsigned)(st.st_mode & 07777));
+	if (d)
+		d->ops->destroy(d);
+	unlink(path);
+
+	snprintf(target, sizeof target, "%s/precious", dir);
+	int fd = open(target, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || write(fd, "keep", 4) != 4)
+		t_diag("cannot write %s", target);
+	if (fd >= 0)
+		close(fd);
+	snprintf(path, sizeof path, "%s/link.raw", dir);
+	if (symlink(target, path) != 0)
+		t_diag("symlink: %s", strerror(errno));
+	snprintf(spec, sizeof spec, "emu:audio,output=%s", path);
+	d = NULL;
+	int r = uw_emu_create(spec, "99-1", 99, 1, l, NULL, &d, err, sizeof err);
+	t_ok(r < 0 && !d && strstr(err, "symbolic link") && stat(target, &st) == 0 &&
+	         st.st_size == 4 && (st.st_mode & 0777) == 0644,
+	     "output: a symlink to an existing file refused, the file untouched: %s", err);
+	if (d)
+		d->ops->destroy(d);
+	unlink(path);
+	unlink(target);
+	if (symlink(target, path) != 0) /* now dangling */
+		t_diag("symlink: %s", strerror(errno));
+	d = NULL;
+	r = uw_emu_create(spec, "99-1", 99, 1, l, NULL, &d, err, sizeof err);
+	t_ok(r < 0 && !d && strstr(err, "symbolic link") && lstat(target, &st) != 0,
+	     "output: a dangling symlink refused, its target not created: %s", err);
+	if (d)
+		d->ops->destroy(d);
+	unlink(path);
+	unlink(target);
+
+	snprintf(path, sizeof path, "%s/outdir", dir);
+	mkdir(path, 0700);
+	snprintf(spec, sizeof spec, "emu:audio,output=%s", path);
+	d = NULL;
+	r = uw_emu_create(spec, "99-1", 99, 1, l, NULL, &d, err, sizeof err);
+	t_ok(r < 0 && !d && strstr(err, "directory"), "output: a directory refused: %s", err);
+	if (d)
+		d->ops->destroy(d);
+	rmdir(path);
+
+	snprintf(path, sizeof path, "%s/out.sock", dir);
+	int sfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) < sizeof sa.sun_path)
+		memcpy(sa.sun_path, path, strlen(path) + 1);
+	if (sfd < 0 || bind(sfd, (struct sockaddr *)&sa, sizeof sa) != 0)
+		t_diag("socket %s: %s", path, strerror(errno));
+	snprintf(spec, sizeof spec, "emu:audio,output=%s", path);
+	d = NULL;
+	r = uw_emu_create(spec, "99-1", 99, 1, l, NULL, &d, err, sizeof err);
+	t_ok(r < 0 && !d && strstr(err, "socket"), "output: a socket refused: %s", err);
+	if (d)
+		d->ops->destroy(d);
+	if (sfd >= 0)
+		close(sfd);
+	unlink(path);
+}
+
 static void test_output(uw_loop *l, const char *dir)
 {
 	char path[256], spec[300];
@@ -806,7 +899,8 @@ static void test_output(uw_loop *l, const char *dir)
 	if (!d)
 		return;
 	struct stat st;
-	t_ok(stat(path, &st) == 0 && st.st_size == 0, "output: truncated at start-up");
+	bool kept = stat(path, &st) == 0 && st.st_size == 12;
+	t_ok(kept, "output: an existing file is not truncated (%lld bytes)", (long long)st.st_size);
 	bool absent = d->ops->ep_type(d, 1, UW_DIR_OUT) == UW_XFER_UNKNOWN;
 	uint64_t start = turb_now_ns(); /* before the stream starts: its clock starts later */
 	t_ok(absent && set_interface(d, 1, 1) && d->ops->ep_type(d, 1, UW_DIR_OUT) == UW_XFER_ISO,
@@ -826,7 +920,7 @@ static void test_output(uw_loop *l, const char *dir)
 	t_ok(iso_ok(t[0], PKT) && iso_ok(t[1], PKT) && t[1]->u.actual == 8 * PKT,
 	     "output: 2 URBs of 8 x 192 bytes: status 0, every packet taken whole");
 	t_ok(took >= 15.0 && took < 3000.0, "output: 16 packets took %.1f ms (>= 16 frames)", took);
-	t_ok(file_is(path, sent, 2 * 8 * PKT), "output: the file holds exactly the bytes sent");
+	t_ok(out_is(path, sent, 2 * 8 * PKT), "output: the file holds exactly the bytes sent");
 	turb_free(t[0]);
 	turb_free(t[1]);
 
@@ -843,7 +937,7 @@ static void test_output(uw_loop *l, const char *dir)
 	t_ok(u->completions == 1 && u->u.status == 0 && u->u.actual == 6 + PKT &&
 	         u->iso[0].actual_length == 6 && u->iso[1].actual_length == PKT,
 	     "output: packets of 6 and 192 bytes taken");
-	t_ok(file_is(path, sent, sizeof sent), "output: only whole frames reach the file");
+	t_ok(out_is(path, sent, sizeof sent), "output: only whole frames reach the file");
 	turb_free(u);
 
 	/* Bad packet arrays complete at once with an error and write nothing. */
@@ -878,14 +972,14 @@ static void test_output(uw_loop *l, const char *dir)
 		     "output: %s -> %d at once", bad[i].what, bad[i].status);
 		turb_free(u);
 	}
-	t_ok(file_is(path, sent, sizeof sent), "output: bad URBs wrote nothing");
+	t_ok(out_is(path, sent, sizeof sent), "output: bad URBs wrote nothing");
 	/* A URB cancelled before its time was never played: nothing of it reaches the file. */
 	u = iso_new(1, UW_DIR_OUT, 8, PKT, PKT);
 	memset(u->buf, 0x5a, 8 * PKT);
 	d->ops->submit(d, &u->u);
 	d->ops->cancel(d, &u->u);
 	t_ok(u->completions == 1 && u->u.status == UW_URB_ECONNRESET &&
-	         file_is(path, sent, sizeof sent),
+	         out_is(path, sent, sizeof sent),
 	     "output: a URB cancelled before its time writes nothing");
 	turb_free(u);
 	d->ops->release(d);
@@ -1017,6 +1111,7 @@ int main(void)
 	test_sine_and_silence(l);
 	test_input_file(l, dir);
 	test_output(l, dir);
+	test_output_files(l, dir);
 	test_stop(l);
 	rmdir(dir);
 	uw_loop_free(l);

@@ -563,6 +563,51 @@ static void test_urbs(void)
 }
 
 /* Each malformed message closes its connection; a parallel session keeps working. */
+/* Repeated CMD_UNLINKs of one URB still in the device (docs/protocol.md §4.5). ep4's URBs
+ * complete from another thread after 2 ms and ignore cancel, so the URB is still in flight while
+ * the server reads the unlinks sent with it in one write: the first four extra ones are answered
+ * RET_UNLINK(0) after the target's replies; a sixth CMD_UNLINK closes the connection. */
+static void test_repeated_unlinks(void)
+{
+	for (int extra = 4; extra <= 5; extra++) {
+		uint32_t st;
+		int fd = import_when_released(&st);
+		if (!t_ok(fd >= 0, "import for %d CMD_UNLINKs of one URB", extra + 1))
+			return;
+		uint8_t buf[48 * 8];
+		uw_urb_hdr h = {.command = UW_CMD_SUBMIT,
+		                .seqnum = 100,
+		                .devid = DEVID,
+		                .direction = UW_DIR_IN,
+		                .ep = 4};
+		h.u.submit.transfer_buffer_length = 16;
+		uw_urb_hdr_encode(&h, buf);
+		for (int i = 0; i <= extra; i++) {
+			uw_urb_hdr u = {
+			    .command = UW_CMD_UNLINK, .seqnum = 101 + (uint32_t)i, .devid = DEVID};
+			u.u.unlink.seqnum = 100;
+			uw_urb_hdr_encode(&u, buf + 48 * (i + 1));
+		}
+		send_all(fd, buf, 48 * (size_t)(extra + 2));
+		struct reply r;
+		uint8_t data[16];
+		if (extra == 4) {
+			bool ok = read_reply(fd, &r) == 0 && r.cmd == UW_RET_SUBMIT &&
+			          r.seq == 100 && r.actual == 16 && recv_all(fd, data, 16) == 0;
+			for (uint32_t i = 0; ok && i < 5; i++)
+				ok = read_reply(fd, &r) == 0 && r.cmd == UW_RET_UNLINK &&
+				     r.seq == 101 + i && r.status == 0;
+			t_ok(ok, "5 CMD_UNLINKs of one URB: its RET_SUBMIT, then RET_UNLINK(0) for "
+			         "each, "
+			         "in order");
+			t_ok(quiet_for(fd, 50), "nothing more");
+		} else {
+			t_ok(sees_eof(fd), "a sixth CMD_UNLINK of one URB closes the connection");
+		}
+		close(fd);
+	}
+}
+
 static void test_hostile(void)
 {
 	uint32_t st;
@@ -1236,6 +1281,7 @@ int main(void)
 	test_import_refusals();
 	test_urbs();
 	test_hostile();
+	test_repeated_unlinks();
 	test_backpressure();
 	test_unread_replies();
 	test_uclient();

@@ -412,7 +412,7 @@ static void test_iso_ret(void)
 	     "iso RET_SUBMIT with error_count > number_of_packets is rejected");
 }
 
-/* Field-level decode of the Linux capture, and framing rules (§2.8, §4.9). */
+/* Field-level decode of the Linux capture, and framing rules (§2.5, §2.8). */
 static void test_fields_and_framing(void)
 {
 	size_t n = t_unhex(vectors[4].hex, vbuf, sizeof vbuf);
