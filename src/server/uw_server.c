@@ -189,7 +189,7 @@ struct uw_server {
 	 * transfer. Power-of-two classes from POOL_MIN to UW_MAX_TRANSFER_LEN, capped in bytes. */
 	struct pool_buf *pool[POOL_CLASSES];
 	size_t pool_bytes;
-	/* Connection limits (docs/architecture.md, "Connection limits"). */
+	/* Connection limits (docs/architecture.md, "The server": connection limits). */
 	struct peer *peers[PEER_HASH];
 	uw_timer *rl_timer;    /* runs once per log interval while refusals are being counted */
 	uint64_t full_refused; /* over max_sessions, not logged yet */

@@ -1795,9 +1795,9 @@ int uw_usbhost_new(const struct uw_usbhost_config *cfg, uw_usbhost **out, char *
 	snprintf(h->devfs, sizeof h->devfs, "%s", cfg->devfs ? cfg->devfs : UW_USBSYS_DEVFS);
 	snprintf(h->usbfs_mb, sizeof h->usbfs_mb, "%s",
 	         cfg->usbfs_memory_mb ? cfg->usbfs_memory_mb : USBFS_MEMORY_MB);
-	/* We find devices ourselves and hand libusb the fds we opened (docs/style.md: it also lets
-	 * a sandboxed process drive a device it could not open). libusb 1.0.26 takes this option
-	 * only as a default for new contexts. */
+	/* We find devices ourselves and hand libusb the fds we opened (see
+	 * docs/architecture.md, "Real devices"); it also lets a sandboxed process drive a device
+	 * it could not open. libusb 1.0.26 takes this option only as a default for new contexts. */
 	libusb_set_option(NULL, LIBUSB_OPTION_NO_DEVICE_DISCOVERY);
 	int r = libusb_init(&h->ctx);
 	if (r != LIBUSB_SUCCESS) {
