@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,7 @@
 
 struct opts {
 	const char *remote;
+	const char *listen; /* --listen: reverse connections */
 	uw_addr addr;
 	char host[UW_ADDR_PATH_MAX + 300]; /* TCP: the host; else the whole address */
 	uint16_t port;                     /* TCP: the port; else 0 */
@@ -207,24 +209,13 @@ static int hand_to_kernel(int fd, uint32_t devid, uint32_t *speed, uint32_t *por
 	return UW_E_BUSY;
 }
 
-static int attach_once(const struct opts *o, struct attached *a, bool keep_fd, char *err,
-                       size_t errlen)
+/* Imports o->busid over the connected fd and hands it to vhci-hcd; fd is closed on failure and,
+ * unless keep_fd, after the hand-off too (the kernel holds its own reference). */
+static int attach_fd(const struct opts *o, int fd, struct attached *a, bool keep_fd, char *err,
+                     size_t errlen)
 {
-	if (!uw_vhci_present(cli_vhci_root())) {
-		snprintf(
-		    err, errlen,
-		    "vhci-hcd is not loaded (%s/attach does not exist); load it with 'modprobe "
-		    "vhci-hcd' (as root)",
-		    cli_vhci_root());
-		return UW_E_NODEV;
-	}
-	int fd;
 	char why[512];
-	int rc = uw_addr_connect(&o->addr, o->timeout_ms, &fd, why, sizeof why);
-	if (rc) {
-		snprintf(err, errlen, "%s", why);
-		return rc;
-	}
+	int rc;
 	uw_usb_device dev;
 	uint32_t st = 0;
 	rc = uw_client_import(fd, o->busid, o->timeout_ms, &dev, &st, why, sizeof why);
@@ -271,6 +262,27 @@ static int attach_once(const struct opts *o, struct attached *a, bool keep_fd, c
 	                       .recorded = wr == UW_OK,
 	                       .dev = dev};
 	return UW_OK;
+}
+
+static int attach_once(const struct opts *o, struct attached *a, bool keep_fd, char *err,
+                       size_t errlen)
+{
+	if (!uw_vhci_present(cli_vhci_root())) {
+		snprintf(
+		    err, errlen,
+		    "vhci-hcd is not loaded (%s/attach does not exist); load it with 'modprobe "
+		    "vhci-hcd' (as root)",
+		    cli_vhci_root());
+		return UW_E_NODEV;
+	}
+	int fd;
+	char why[512];
+	int rc = uw_addr_connect(&o->addr, o->timeout_ms, &fd, why, sizeof why);
+	if (rc) {
+		snprintf(err, errlen, "%s", why);
+		return rc;
+	}
+	return attach_fd(o, fd, a, keep_fd, err, errlen);
 }
 
 static void print_attached(const struct opts *o, const struct attached *a)
@@ -504,14 +516,224 @@ stop_detached:
 	return 0;
 }
 
+/* ---- --listen: servers dial in (reverse connections) --------------------------------------- */
+
+#define MAX_OFFERED 64
+
+/* A device a server that dialed in offered (its device list) or that -b names. */
+struct offered {
+	char server[UW_ADDR_PATH_MAX + 80]; /* the peer, without its TCP source port */
+	char busid[UW_BUSID_SIZE];
+	bool attached;
+	struct attached a;
+	double tried_at; /* last failed import (0: never) */
+};
+
+/* The server a connection came from: its address without the source port (a server's dials
+ * come from a new port each time), and that port for the record file. */
+static void server_of(int fd, char *key, size_t n, char *serv, size_t sn)
+{
+	char name[UW_ADDR_PATH_MAX + 80];
+	uw_net_peer_name(fd, name, sizeof name);
+	char *colon = strrchr(name, ':');
+	bool has_port = colon && (name[0] == '[' || (name[0] >= '0' && name[0] <= '9') ||
+	                          strncmp(name, "vsock:", 6) == 0);
+	if (has_port) {
+		snprintf(serv, sn, "%s", colon + 1);
+		*colon = '\0';
+	} else {
+		snprintf(serv, sn, "0");
+	}
+	snprintf(key, n, "%s", name);
+}
+
+static struct offered *find_offered(struct offered *v, size_t n, const char *server,
+                                    const char *busid)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(v[i].server, server) && !strcmp(v[i].busid, busid))
+			return &v[i];
+	return NULL;
+}
+
+/* Handles one connection from a server: imports what is wanted, or asks for the device list. */
+static void listen_one(const struct opts *o, int fd, struct offered *v, size_t *n,
+                       const uw_logger *lg)
+{
+	char server[UW_ADDR_PATH_MAX + 80], serv[32], err[1024];
+	server_of(fd, server, sizeof server, serv, sizeof serv);
+	double now = now_ms();
+	struct offered *pick = NULL;
+	if (o->busid) {
+		pick = find_offered(v, *n, server, o->busid);
+		if (!pick && *n < MAX_OFFERED) {
+			pick = &v[(*n)++];
+			*pick = (struct offered){0};
+			snprintf(pick->server, sizeof pick->server, "%s", server);
+			snprintf(pick->busid, sizeof pick->busid, "%s", o->busid);
+		}
+		if (pick && pick->attached)
+			pick = NULL; /* the server offers another device: not wanted */
+	} else {
+		for (size_t i = 0; i < *n && !pick; i++)
+			if (!strcmp(v[i].server, server) && !v[i].attached &&
+			    now - v[i].tried_at >= BACKOFF_FIRST_MS)
+				pick = &v[i];
+	}
+	if (!pick && !o->busid) {
+		/* Nothing known to import from this server: learn what it offers. */
+		uw_devlist l;
+		int rc = uw_client_list(fd, o->timeout_ms, &l, err, sizeof err);
+		close(fd);
+		if (rc) {
+			uw_logf(lg, UW_LOG_WARN, "listen: %s: device list failed: %s", server, err);
+			return;
+		}
+		size_t added = 0;
+		for (size_t i = 0; i < l.n; i++) {
+			const char *b = l.devs[i].dev.busid;
+			if (find_offered(v, *n, server, b) || *n >= MAX_OFFERED)
+				continue;
+			v[*n] = (struct offered){0};
+			snprintf(v[*n].server, sizeof v[*n].server, "%s", server);
+			snprintf(v[*n].busid, sizeof v[*n].busid, "%s", b);
+			(*n)++;
+			added++;
+		}
+		uw_logf(lg, UW_LOG_INFO, "listen: %s offers %zu device(s), %zu new", server, l.n,
+		        added);
+		uw_devlist_free(&l);
+		return;
+	}
+	if (!pick) {
+		close(fd);
+		return;
+	}
+	struct opts oo = *o;
+	oo.busid = pick->busid;
+	oo.remote = server;
+	snprintf(oo.host, sizeof oo.host, "%s", server);
+	oo.port = (uint16_t)atoi(serv);
+	struct attached a;
+	if (attach_fd(&oo, fd, &a, false, err, sizeof err) != UW_OK) {
+		pick->tried_at = now_ms();
+		uw_logf(lg, UW_LOG_WARN, "listen: %s/%s: %s", server, pick->busid, err);
+		return;
+	}
+	pick->attached = true;
+	pick->a = a;
+	pick->tried_at = 0;
+	uw_logf(lg, UW_LOG_INFO, "listen: attached %s/%s (%04x:%04x, %s) on port %u", server,
+	        pick->busid, a.dev.id_vendor, a.dev.id_product, uw_speed_name(a.speed), a.port);
+}
+
+static int attach_listen(const struct opts *o)
+{
+	uw_logger lg;
+	cli_logger(&lg, UW_LOG_INFO);
+	if (!cli_vhci_check_loaded("attach"))
+		return 1;
+	uw_addr addr;
+	char err[1024];
+	if (uw_addr_parse(o->listen, true, &addr, err, sizeof err)) {
+		cli_err("attach: --listen: %s", err);
+		return 2;
+	}
+	int fds[UW_NET_MAX_LISTEN];
+	size_t nfd = 0;
+	if (uw_addr_listen(&addr, fds, UW_NET_MAX_LISTEN, &nfd, err, sizeof err)) {
+		cli_err("attach: %s", err);
+		return 1;
+	}
+	char sockfile[UW_ADDR_PATH_MAX + 16];
+	bool has_file = uw_addr_listen_path(&addr, sockfile, sizeof sockfile);
+	if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+		cli_err("attach: pipe: %s", strerror(errno));
+		return 1;
+	}
+	struct sigaction sa = {.sa_handler = on_signal};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	char name[UW_ADDR_PATH_MAX + 300];
+	uw_addr_format(&addr, name, sizeof name);
+	uw_logf(&lg, UW_LOG_INFO,
+	        "listen: waiting on %s for servers that dial in (usbwire serve --connect); "
+	        "attaching %s%s (SIGINT/SIGTERM to detach and stop)",
+	        name, o->busid ? o->busid : "every device offered", o->busid ? " of each" : "");
+	static struct offered v[MAX_OFFERED];
+	size_t n = 0;
+	while (!sig_seen) {
+		struct pollfd p[UW_NET_MAX_LISTEN + 1];
+		for (size_t i = 0; i < nfd; i++)
+			p[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+		p[nfd] = (struct pollfd){.fd = sig_pipe[0], .events = POLLIN};
+		int r = poll(p, nfd + 1, WATCH_MS);
+		if (r < 0 && errno != EINTR)
+			break;
+		/* Attached devices that dropped (server gone, detached by hand) are imported again
+		 * when their server offers them again. */
+		for (size_t i = 0; i < n; i++) {
+			if (!v[i].attached)
+				continue;
+			uint32_t status = 0;
+			enum watch w = watch_port(&v[i].a, &status);
+			if (w == W_OURS || w == W_UNREADABLE)
+				continue;
+			if (w == W_ERROR)
+				uw_vhci_detach(cli_vhci_root(), v[i].a.port, NULL);
+			uw_vhci_record_remove(cli_vhci_record_dir(), v[i].a.port);
+			v[i].attached = false;
+			uw_logf(&lg, UW_LOG_INFO,
+			        "listen: dropped: %s/%s on port %u; it is attached again when its "
+			        "server dials in",
+			        v[i].server, v[i].busid, v[i].a.port);
+		}
+		for (size_t i = 0; r > 0 && i < nfd && !sig_seen; i++) {
+			if (!(p[i].revents & POLLIN))
+				continue;
+			int c = accept4(fds[i], NULL, NULL, SOCK_CLOEXEC);
+			if (c < 0)
+				continue;
+			uw_net_tune(c);
+			listen_one(o, c, v, &n, &lg);
+		}
+	}
+	unsigned detached = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t status = 0;
+		if (!v[i].attached || watch_port(&v[i].a, &status) != W_OURS)
+			continue;
+		uw_vhci_record_remove(cli_vhci_record_dir(), v[i].a.port);
+		int se = 0;
+		if (uw_vhci_detach(cli_vhci_root(), v[i].a.port, &se) == UW_OK)
+			detached++;
+		else
+			uw_logf(&lg, UW_LOG_WARN, "listen: detaching port %u failed: %s",
+			        v[i].a.port, se ? strerror(se) : "error");
+	}
+	for (size_t i = 0; i < nfd; i++)
+		close(fds[i]);
+	if (has_file)
+		unlink(sockfile);
+	uw_logf(&lg, UW_LOG_INFO, "listen: signal %d: detached %u port(s); exiting", (int)sig_seen,
+	        detached);
+	return 0;
+}
+
 /* ---- Command ------------------------------------------------------------------------------ */
 
 static void attach_usage(FILE *f)
 {
 	fprintf(f, "usage: usbwire attach -r ADDR -b BUSID [--json] [--persist]\n"
+	           "       usbwire attach --listen ADDR [-b BUSID]\n"
 	           "  -r, --remote ADDR        the server: HOST[:PORT] (port 3240), unix:PATH, "
 	           "vsock:CID:PORT,\n"
 	           "                           fc-vsock:PATH:PORT\n"
+	           "  -l, --listen ADDR        wait for servers that dial in (serve --connect) and\n"
+	           "                           attach BUSID, or every device they offer; keep\n"
+	           "                           listening; SIGINT or SIGTERM detach and exit\n"
 	           "  -b, --busid BUSID         the device ('usbwire list -r HOST' shows them)\n"
 	           "  -p, --persist             stay in the foreground; re-attach whenever the\n"
 	           "                            device drops (backoff 1 s .. 60 s); SIGINT or\n"
@@ -524,6 +746,7 @@ int cmd_attach(int argc, char **argv)
 {
 	static const struct option lopts[] = {
 	    {"remote", required_argument, NULL, 'r'},
+	    {"listen", required_argument, NULL, 'l'},
 	    {"busid", required_argument, NULL, 'b'},
 	    {"persist", no_argument, NULL, 'p'},
 	    {"json", no_argument, NULL, 'j'},
@@ -534,10 +757,13 @@ int cmd_attach(int argc, char **argv)
 	struct opts o = {.timeout_ms = 5000};
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "r:b:pjt:h", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "r:l:b:pjt:h", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
 			o.remote = optarg;
+			break;
+		case 'l':
+			o.listen = optarg;
 			break;
 		case 'b':
 			o.busid = optarg;
@@ -563,7 +789,16 @@ int cmd_attach(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!o.remote || !o.busid || optind < argc) {
+	if (o.listen && !o.remote && !o.persist && !o.json && optind == argc) {
+		if (o.busid && (!o.busid[0] || strlen(o.busid) >= UW_BUSID_SIZE ||
+		                strpbrk(o.busid, " \t\n"))) {
+			cli_err("attach: invalid busid \"%s\" (1 to 31 characters, no blanks)",
+			        o.busid);
+			return 2;
+		}
+		return attach_listen(&o);
+	}
+	if (!o.remote || !o.busid || o.listen || optind < argc) {
 		attach_usage(stderr);
 		return 2;
 	}

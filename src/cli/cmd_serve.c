@@ -19,6 +19,7 @@
 #include "uw_emu.h"
 #include "uw_loop.h"
 #include "uw_addr.h"
+#include "uw_dialer.h"
 #include "uw_net.h"
 #include "uw_server.h"
 #include "uw_usbhost.h"
@@ -33,7 +34,17 @@ struct serve_state {
 	int sigfd;
 	int signals;
 	uw_usbhost *usb; /* real devices, when a usb: spec was given */
+	uw_dialer *dialers[UW_NET_MAX_LISTEN]; /* --connect: reverse connections */
+	size_t ndialers;
 };
+
+/* The device list changed: reverse connections follow it. */
+static void on_change(void *arg)
+{
+	struct serve_state *st = arg;
+	for (size_t i = 0; i < st->ndialers; i++)
+		uw_dialer_changed(st->dialers[i]);
+}
 
 /* uw_usbhost hands over devices its rules select, now and on hot-plug. */
 static int usb_add(void *user, uw_dev *d)
@@ -65,6 +76,10 @@ static void serve_usage(FILE *f)
 	    "                            unix:PATH (mode 0660, removed at exit),\n"
 	    "                            vsock:any:PORT, vsock:CID:PORT, fc-vsock:PATH:PORT\n"
 	    "                            (Firecracker's guest connections, socket PATH_PORT)\n"
+	    "  -c, --connect ADDR        reverse connection: dial ADDR (same forms) and serve the\n"
+	    "                            client there as if it had dialed (usbwire attach\n"
+	    "                            --listen); one connection per free device, redialed\n"
+	    "                            when it ends. Without --listen, nothing listens.\n"
 	    "  -e, --export SPEC         export a device (repeatable):\n");
 	for (const struct uw_emu_kind *k = uw_emu_kinds; k->kind; k++)
 		if (strlen(k->usage) > 34) /* too long for the column: help on its own line */
@@ -160,6 +175,8 @@ static void on_signal(void *arg, uint32_t events)
 		}
 		uw_logf(&st->log, UW_LOG_INFO, "%s: shutting down (send again to exit at once)",
 		        strsignal((int)si.ssi_signo));
+		for (size_t i = 0; i < st->ndialers; i++)
+			uw_dialer_stop(st->dialers[i]);
 		uw_server_shutdown(st->srv, 5000, on_stopped, st);
 	}
 }
@@ -168,6 +185,7 @@ int cmd_serve(int argc, char **argv)
 {
 	static const struct option opts[] = {
 	    {"listen", required_argument, NULL, 'l'},
+	    {"connect", required_argument, NULL, 'c'},
 	    {"export", required_argument, NULL, 'e'},
 	    {"handshake-timeout", required_argument, NULL, 'H'},
 	    {"max-sessions", required_argument, NULL, 'M'},
@@ -178,7 +196,8 @@ int cmd_serve(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	const char *listens[UW_NET_MAX_LISTEN];
+	const char *listens[UW_NET_MAX_LISTEN], *connects[UW_NET_MAX_LISTEN];
+	size_t nconnect = 0;
 	char sockfiles[UW_NET_MAX_LISTEN][UW_ADDR_PATH_MAX + 16];
 	size_t nsockfiles = 0;
 	char any_addr[16];
@@ -189,8 +208,15 @@ int cmd_serve(int argc, char **argv)
 	bool sessions_given = false;
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "l:e:vqh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:c:e:vqh", opts, NULL)) != -1) {
 		switch (c) {
+		case 'c':
+			if (nconnect == UW_NET_MAX_LISTEN) {
+				cli_err("serve: at most %d --connect", UW_NET_MAX_LISTEN);
+				return 2;
+			}
+			connects[nconnect++] = optarg;
+			break;
 		case 'l':
 			if (nlisten == UW_NET_MAX_LISTEN) {
 				cli_err("serve: at most %d --listen", UW_NET_MAX_LISTEN);
@@ -250,6 +276,14 @@ int cmd_serve(int argc, char **argv)
 	cli_logger(&st.log, level);
 	signal(SIGPIPE, SIG_IGN);
 	max_sessions = clamp_sessions(max_sessions, sessions_given, nlisten, nexport, &st.log);
+	/* SIGINT and SIGTERM are read from a signalfd on the loop. Blocked before any thread
+	 * starts (device workers, dialers), so that every thread inherits the mask: a thread
+	 * that does not block them would take the signal and die of it. */
+	sigset_t early;
+	sigemptyset(&early);
+	sigaddset(&early, SIGINT);
+	sigaddset(&early, SIGTERM);
+	sigprocmask(SIG_BLOCK, &early, NULL);
 	st.loop = uw_loop_new();
 	struct uw_server_config cfg = {
 	    .loop = st.loop,
@@ -258,6 +292,8 @@ int cmd_serve(int argc, char **argv)
 	    .max_sessions = max_sessions,
 	    .max_per_peer = max_per_peer,
 	    .first_byte_ms = first_byte * 1000,
+	    .on_change = on_change,
+	    .on_change_arg = &st,
 	};
 	st.srv = st.loop ? uw_server_new(&cfg) : NULL;
 	if (!st.srv) {
@@ -319,7 +355,27 @@ int cmd_serve(int argc, char **argv)
 	}
 	if (nexport == 0)
 		uw_logf(&st.log, UW_LOG_WARN, "no --export given: the device list is empty");
-	if (nlisten == 0) { /* every local address, IPv4 and IPv6 */
+	for (size_t i = 0; i < nconnect; i++) {
+		char err[600];
+		uw_addr addr;
+		if (uw_addr_parse(connects[i], false, &addr, err, sizeof err)) {
+			cli_err("serve: --connect: %s", err);
+			goto out;
+		}
+		st.dialers[i] = uw_dialer_new(st.loop, st.srv, &addr, st.log);
+		if (!st.dialers[i]) {
+			cli_err("serve: --connect %s: out of memory or threads", connects[i]);
+			goto out;
+		}
+		st.ndialers++;
+		char name[UW_ADDR_PATH_MAX + 300];
+		uw_addr_format(&addr, name, sizeof name);
+		uw_logf(&st.log, UW_LOG_INFO,
+		        "connecting to %s: one connection per free device, the client there imports",
+		        name);
+		uw_dialer_changed(st.dialers[i]);
+	}
+	if (nlisten == 0 && nconnect == 0) { /* every local address, IPv4 and IPv6 */
 		snprintf(any_addr, sizeof any_addr, ":%u", UW_DEFAULT_PORT);
 		listens[nlisten++] = any_addr;
 	}
@@ -372,7 +428,11 @@ out:
 		uw_loop_del_fd(st.loop, st.sigfd);
 		close(st.sigfd);
 	}
+	for (size_t i = 0; i < st.ndialers; i++)
+		uw_dialer_stop(st.dialers[i]);
 	uw_server_free(st.srv);
+	for (size_t i = 0; i < st.ndialers; i++)
+		uw_dialer_free(st.dialers[i]);
 	uw_usbhost_free(st.usb); /* after the server destroyed the devices */
 	uw_loop_free(st.loop);
 	for (size_t i = 0; i < nsockfiles; i++)

@@ -134,6 +134,8 @@ struct session {
 	enum sess_state st;
 	uw_timer *hs_timer;
 	uw_timer *fb_timer; /* first-byte deadline, until the first byte arrives */
+	uw_conn_watch watch; /* uw_server_add_connection_watched() */
+	void *watch_arg;
 	struct peer *ip;    /* NULL for peers without an IP address */
 	struct session *pnext, *pprev;
 	struct export *exp;
@@ -197,6 +199,8 @@ struct uw_server {
 	uint64_t accept_fails; /* accept() out of fds, not logged yet */
 	bool accept_quiet;
 	bool accept_paused;     /* listeners not watched: out of file descriptors */
+	uw_loop_task change_task; /* cfg.on_change, posted once per batch of changes */
+	bool change_posted;
 	uw_timer *accept_timer; /* retries accepting while paused */
 };
 
@@ -212,6 +216,24 @@ static void peer_unlink(uw_server *srv, struct session *s);
 static void accept_resume(uw_server *srv);
 
 /* ---- Small helpers ------------------------------------------------------------------------- */
+
+static void change_run(void *arg)
+{
+	uw_server *srv = arg;
+	srv->change_posted = false;
+	srv->cfg.on_change(srv->cfg.on_change_arg);
+}
+
+/* The device list or who holds a device changed: tell cfg.on_change from a task of its own. */
+static void changed(uw_server *srv)
+{
+	if (!srv->cfg.on_change || srv->change_posted || srv->freeing)
+		return;
+	srv->change_posted = true;
+	srv->change_task.fn = change_run;
+	srv->change_task.arg = srv;
+	uw_loop_post_task(srv->cfg.loop, &srv->change_task);
+}
 
 static struct urb_ctx *hash_find(struct session *s, uint32_t seq)
 {
@@ -421,6 +443,7 @@ static void release_device(struct session *s)
 		e->dev->ops->release(e->dev);
 	e->owner = NULL;
 	LOG(s->srv, UW_LOG_INFO, "%s: released %s", s->peer, e->dev->info.busid);
+	changed(s->srv);
 	if (e->removed)
 		export_drop(s->srv, e);
 	check_shutdown_done(s->srv);
@@ -908,6 +931,9 @@ static void reply_import(struct session *s, const char *busid)
 	uw_loop_timer_cancel(srv->cfg.loop, s->hs_timer);
 	s->hs_timer = NULL;
 	LOG(srv, UW_LOG_INFO, "%s: imported %s (%s)", s->peer, busid, e->dev->spec);
+	changed(srv);
+	if (s->watch)
+		s->watch(s->watch_arg, UW_CONN_IMPORTED);
 }
 
 /* ---- Reading ------------------------------------------------------------------------------- */
@@ -1156,6 +1182,8 @@ static void session_leave(struct session *s)
 		s->next->prev = s->prev;
 	srv->stats.sessions--;
 	peer_unlink(srv, s);
+	if (s->watch)
+		s->watch(s->watch_arg, UW_CONN_CLOSED);
 	pthread_mutex_destroy(&s->cq_lock);
 	free(s->rbuf);
 	free(s);
@@ -1380,7 +1408,7 @@ static int refuse(uw_server *srv, int fd, const char *peer, struct peer *p)
 	return UW_E_LIMIT;
 }
 
-int uw_server_add_connection(uw_server *srv, int fd)
+static int add_conn(uw_server *srv, int fd, uw_conn_watch watch, void *watch_arg)
 {
 	char peer[64], ipname[48];
 	uint8_t addr[16];
@@ -1391,7 +1419,9 @@ int uw_server_add_connection(uw_server *srv, int fd)
 		close(fd);
 		return UW_E_LIMIT;
 	}
-	size_t alen = uw_net_peer_addr(fd, addr, ipname, sizeof ipname);
+	/* Connections this server dialed itself (reverse connections, watched) are not inbound
+	 * load: the per-peer cap does not apply to them. */
+	size_t alen = watch ? 0 : uw_net_peer_addr(fd, addr, ipname, sizeof ipname);
 	struct peer *p = NULL;
 	if (alen) {
 		struct peer **pp = peer_slot(srv, addr, alen);
@@ -1452,11 +1482,18 @@ int uw_server_add_connection(uw_server *srv, int fd)
 			peer_put(srv, p);
 		return rc;
 	}
-	s->hs_timer =
-	    uw_loop_timer_add(srv->cfg.loop, srv->cfg.handshake_ms, on_handshake_timeout, s);
-	if (srv->cfg.first_byte_ms < srv->cfg.handshake_ms)
-		s->fb_timer = uw_loop_timer_add(srv->cfg.loop, srv->cfg.first_byte_ms,
-		                                on_first_byte_timeout, s);
+	/* A connection this server dialed (reverse, watched) waits for its client's request as
+	 * long as the client likes: that is what it is for, and keepalive notices a dead peer.
+	 * The deadlines guard against inbound connections that hold a slot. */
+	if (!watch) {
+		s->hs_timer = uw_loop_timer_add(srv->cfg.loop, srv->cfg.handshake_ms,
+		                                on_handshake_timeout, s);
+		if (srv->cfg.first_byte_ms < srv->cfg.handshake_ms)
+			s->fb_timer = uw_loop_timer_add(srv->cfg.loop, srv->cfg.first_byte_ms,
+			                                on_first_byte_timeout, s);
+	}
+	s->watch = watch;
+	s->watch_arg = watch_arg;
 	s->next = srv->sessions;
 	if (srv->sessions)
 		srv->sessions->prev = s;
@@ -1473,6 +1510,16 @@ int uw_server_add_connection(uw_server *srv, int fd)
 	srv->stats.accepted++;
 	LOG(srv, UW_LOG_DEBUG, "%s: connected", peer);
 	return UW_OK;
+}
+
+int uw_server_add_connection(uw_server *srv, int fd)
+{
+	return add_conn(srv, fd, NULL, NULL);
+}
+
+int uw_server_add_connection_watched(uw_server *srv, int fd, uw_conn_watch fn, void *arg)
+{
+	return add_conn(srv, fd, fn, arg);
 }
 
 static void accept_watch(uw_server *srv, uint32_t ev)
@@ -1551,6 +1598,7 @@ static void dev_notify(uw_dev *d, int event)
 	if (!e || event != UW_DEV_EV_GONE)
 		return;
 	e->gone = true;
+	changed(srv);
 	LOG(srv, UW_LOG_INFO, "%s: device removed (%s)", d->info.busid, d->spec);
 	struct session *s = e->owner;
 	if (s && s->st == S_URB) {
@@ -1605,6 +1653,7 @@ int uw_server_add_device(uw_server *srv, uw_dev *d)
 	e[srv->nexports++] = (struct export){.dev = d};
 	d->owner = srv;
 	d->notify = dev_notify;
+	changed(srv);
 	return UW_OK;
 }
 
@@ -1632,6 +1681,7 @@ int uw_server_remove_device(uw_server *srv, uw_dev *d)
 	e->removed = true;
 	if (!e->owner)
 		export_drop(srv, e);
+	changed(srv);
 	return UW_OK;
 }
 
@@ -1723,6 +1773,7 @@ void uw_server_free(uw_server *srv)
 {
 	if (!srv)
 		return;
+	uw_loop_cancel_task(srv->cfg.loop, &srv->change_task);
 	close_listeners(srv);
 	uw_loop_timer_cancel(srv->cfg.loop, srv->sd_timer);
 	/* Devices first: destroying a backend completes the URBs it still holds, and with
@@ -1779,9 +1830,13 @@ void uw_server_free(uw_server *srv)
 void uw_server_get_stats(const uw_server *srv, struct uw_server_stats *out)
 {
 	*out = srv->stats;
-	unsigned n = 0;
-	for (size_t i = 0; i < srv->nexports; i++)
+	unsigned n = 0, d = 0;
+	for (size_t i = 0; i < srv->nexports; i++) {
 		if (srv->exports[i].owner)
 			n++;
+		if (!srv->exports[i].gone && !srv->exports[i].removed)
+			d++;
+	}
 	out->imported = n;
+	out->devices = d;
 }

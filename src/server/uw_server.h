@@ -34,6 +34,11 @@ struct uw_server_config {
 	/* Refusals and accept() failures: the first is logged, the rest are counted and logged
 	 * as one line per interval of this length (10000). */
 	unsigned log_interval_ms;
+	/* Optional: called on the loop, from a task of its own (never from inside a server call),
+	 * after devices were added, removed, imported or released; several changes may come as
+	 * one call. For what follows the device list: reverse connections, announcements. */
+	void (*on_change)(void *arg);
+	void *on_change_arg;
 };
 
 /** uw_server_new() - a server on cfg->loop. Returns NULL on allocation failure. */
@@ -68,6 +73,23 @@ int uw_server_add_listener(uw_server *s, int fd);
  */
 int uw_server_add_connection(uw_server *s, int fd);
 
+enum uw_conn_event {
+	UW_CONN_IMPORTED, /* the connection imported a device: it is a session now */
+	UW_CONN_CLOSED,   /* the connection is gone (after its last reply) */
+};
+/* A watch on one connection. Called on the loop thread from inside the server: it must not call
+ * the server (post a loop task for that). CLOSED is the last call. */
+typedef void (*uw_conn_watch)(void *arg, enum uw_conn_event ev);
+
+/**
+ * uw_server_add_connection_watched() - for a connection this server dialed itself (a reverse
+ * connection): served like uw_server_add_connection(), but with no handshake or first-byte
+ * deadline and outside the per-peer cap, and fn(arg, ...) is called when the connection
+ * imports a device and when it closes. On failure (fd closed, an error returned) fn is not
+ * called.
+ */
+int uw_server_add_connection_watched(uw_server *s, int fd, uw_conn_watch fn, void *arg);
+
 /**
  * uw_server_shutdown() - stop accepting, end every session (cancel URBs in flight), and call
  * done(arg) on the loop once every device has been released, or after timeout_ms at most.
@@ -80,6 +102,7 @@ void uw_server_free(uw_server *s);
 /* Counters, for logs and tests. */
 struct uw_server_stats {
 	unsigned sessions;        /* open now */
+	unsigned devices;         /* exported now (not gone) */
 	unsigned imported;        /* devices imported now */
 	uint64_t accepted;        /* connections ever */
 	uint64_t protocol_errors; /* connections closed for bad input */

@@ -51,7 +51,7 @@ MODULES = [
     "usb_f_printer", "usb_f_ecm", "usb_f_ncm", "usb_f_rndis", "gadgetfs",
     "usb-storage", "uas", "sd_mod", "usbhid", "hid-generic", "evdev", "cdc-acm", "usbserial",
     "usbtest", "usbmon", "xhci-pci", "snd-usb-audio", "sch_netem", "sch_tbf", "loop", "ext4", "vfat",
-    "crc32c_generic",
+    "crc32c_generic", "vsock_loopback",
     "nls_cp437", "nls_iso8859-1", "nls_utf8", "nls_ascii",
 ]
 # Loaded at boot (dummy_hcd first so its buses are 1..4, as docs/testbed.md says). Function

@@ -5,7 +5,8 @@ raw USB/IP client, the stock `usbip` tool, tshark and usbwire's own client comma
 
     python3 tests/system/run.py --build build-test [--tap] [TEST ...]
 
-TESTs: hostile, tools, tshark, cli, shutdown, persistence, limits, transports (default: all).
+TESTs: hostile, tools, tshark, cli, shutdown, persistence, limits, transports, reverse
+(default: all).
 `hostile:WORDS` runs
 only the hostile rows whose name contains WORDS. Output is TAP; the exit status is non-zero when a
 point failed. See tests/system/README.md.
@@ -37,6 +38,7 @@ TESTS = {
     "persistence": others.test_persistence,
     "limits": limits.test_limits,
     "transports": transports.test_transports,
+    "reverse": transports.test_reverse,
 }
 
 

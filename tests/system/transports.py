@@ -13,8 +13,9 @@ import os
 import socket
 import stat
 import threading
+import time
 
-from uwlib import KEYBOARD, SINK, Server, check, run_cli
+from uwlib import DIR_IN, DIR_OUT, KEYBOARD, SINK, Server, Urbs, check, free_port, run_cli
 
 
 class FakeFirecracker(threading.Thread):
@@ -177,3 +178,113 @@ def expect(build, args, want, rc=1):
     check(r.returncode == rc, f"exit {r.returncode}, want {rc}: {r.stderr}")
     check(want in r.stderr, f"stderr lacks {want!r}: {r.stderr}")
     check(all(c >= " " or c == "\n" for c in r.stderr), f"raw control bytes: {r.stderr!r}")
+
+
+# ---- Reverse connections (serve --connect) ------------------------------------------------------
+
+def adopt(sock):
+    """A uwlib connection object around a socket the server dialed to us."""
+    c = Urbs.__new__(Urbs)
+    c.sock = sock
+    c.sock.settimeout(60)
+    c.timeout = 60.0
+    c.local = "%s:%d" % sock.getsockname()
+    c.buf = b""
+    return c
+
+
+def use_sink(c):
+    """Imports the sink over c and moves data both ways."""
+    status, rec = c.import_dev(SINK, check_ok=False)
+    check(status == 0, f"import of {SINK} over the dialed connection: status {status}")
+    c.busid, c.rec = SINK, rec
+    c.devid = rec["busnum"] << 16 | rec["devnum"]
+    c.seq, c.sent = 1000, {}
+    c.set_configuration()
+    r = c.bulk(1, DIR_IN, 4096)
+    check(r["data"] == b"\0" * 4096, "bulk IN data")
+    r = c.bulk(1, DIR_OUT, data=b"\0" * 4096)
+    check(r["actual"] == 4096, f"bulk OUT actual {r['actual']}")
+
+
+def accept_n(ls, n):
+    """Accepts n connections (the bound is a safety net: the server dials at once)."""
+    ls.settimeout(120)
+    return [ls.accept()[0] for _ in range(n)]
+
+
+def test_reverse(tap, build, work):
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(32)
+    lport = ls.getsockname()[1]
+    args = ["--connect", f"127.0.0.1:{lport}"]
+    srv = Server(build, work, "reverse", extra=args).start()
+    srv2 = None
+    held = []
+    try:
+        def dials():
+            socks = accept_n(ls, 4)
+            held.extend(socks)
+            d = adopt(socks[0]).devlist()
+            check(sorted(x["busid"] for x in d) == ["99-1", "99-2", "99-3", "99-4"],
+                  f"device list over a dialed connection: {d}")
+            use_sink(adopt(socks[1]))
+            check("connecting to 127.0.0.1:%d" % lport in srv.log(), "no 'connecting to' line")
+        tap.run("reverse: serve --connect dials one connection per free device (4); over them "
+                "a device list and an import work as if the client had dialed", dials)
+
+        def redial_after_list():
+            # The connection that served the device list closed: the server dials again.
+            more = accept_n(ls, 1)
+            held.extend(more)
+            d = adopt(more[0]).devlist()
+            check(sorted(x["busid"] for x in d) == ["99-1", "99-2", "99-3"],
+                  f"device list while the sink is imported: {d}")
+        tap.run("reverse: a dialed connection that ended (device list) is dialed again",
+                redial_after_list)
+
+        def restart():
+            srv.proc.kill()
+            srv.proc.wait()
+            srv.proc = None
+            srv._log.close()
+            for s in held:
+                s.close()
+            held.clear()
+            nonlocal srv2
+            srv2 = Server(build, work, "reverse2", extra=args).start()
+            socks = accept_n(ls, 4)
+            held.extend(socks)
+            use_sink(adopt(socks[0]))
+        tap.run("reverse: the server killed and started again dials in again, the device "
+                "works", restart)
+    finally:
+        for s in held:
+            s.close()
+        ls.close()
+        for s in (srv, srv2):
+            if s is not None and s.proc is not None:
+                problems = s.stop()
+                tap.ok(not problems, f"reverse: server {s.name} exits 0 on SIGTERM, no "
+                       "sanitizer report", "\n".join(problems))
+
+    def unreachable():
+        # Nobody listens there: one warning, the server keeps serving its listener.
+        p = free_port()
+        s = Server(build, work, "reverse3", extra=["--connect", f"127.0.0.1:{p}"]).start()
+        try:
+            deadline = time.monotonic() + 120
+            while "reverse connection:" not in s.log() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            lines = [l for l in s.log_lines() if "reverse connection:" in l]
+            check(len(lines) == 1 and "Connection refused" in lines[0],
+                  "want one warning naming the refusal:\n" + "\n".join(lines))
+            r = run_cli(build, "list", "-r", f"127.0.0.1:{s.port}", "--json")
+            check(r.returncode == 0 and len(json.loads(r.stdout)["devices"]) == 4,
+                  f"the listener no longer serves: {r.stderr}")
+        finally:
+            problems = s.stop()
+        check(not problems, "\n".join(problems))
+    tap.run("reverse: nobody listens at --connect: one clear warning, the server still serves",
+            unreachable)
