@@ -726,33 +726,30 @@ static int attach_listen(const struct opts *o)
 
 static void attach_usage(FILE *f)
 {
-	fprintf(f, "usage: usbwire attach -r ADDR -b BUSID [--json] [--persist]\n"
-	           "       usbwire attach --listen ADDR [-b BUSID]\n"
-	           "  -r, --remote ADDR        the server: HOST[:PORT] (port 3240), unix:PATH, "
-	           "vsock:CID:PORT,\n"
-	           "                           fc-vsock:PATH:PORT\n"
-	           "  -l, --listen ADDR        wait for servers that dial in (serve --connect) and\n"
-	           "                           attach BUSID, or every device they offer; keep\n"
-	           "                           listening; SIGINT or SIGTERM detach and exit\n"
-	           "  -b, --busid BUSID         the device ('usbwire list -r HOST' shows them)\n"
-	           "  -p, --persist             stay in the foreground; re-attach whenever the\n"
-	           "                            device drops (backoff 1 s .. 60 s); SIGINT or\n"
-	           "                            SIGTERM detach and exit\n"
-	           "  -j, --json                machine-readable output\n"
-	           "  -t, --timeout S           seconds to wait for the server (5)\n");
+	fprintf(f,
+	        "usage: usbwire attach -r ADDR -b BUSID [--json] [--persist]\n"
+	        "       usbwire attach --listen ADDR [-b BUSID]\n"
+	        "  -r, --remote ADDR        the server: HOST[:PORT] (port 3240), unix:PATH, "
+	        "vsock:CID:PORT,\n"
+	        "                           fc-vsock:PATH:PORT\n"
+	        "  -l, --listen ADDR        wait for servers that dial in (serve --connect) and\n"
+	        "                           attach BUSID, or every device they offer; keep\n"
+	        "                           listening; SIGINT or SIGTERM detach and exit\n"
+	        "  -b, --busid BUSID         the device ('usbwire list -r HOST' shows them)\n"
+	        "  -p, --persist             stay in the foreground; re-attach whenever the\n"
+	        "                            device drops (backoff 1 s .. 60 s); SIGINT or\n"
+	        "                            SIGTERM detach and exit\n"
+	        "  -j, --json                machine-readable output\n"
+	        "  -t, --timeout S           seconds to wait for the server (5)\n");
 }
 
 int cmd_attach(int argc, char **argv)
 {
 	static const struct option lopts[] = {
-	    {"remote", required_argument, NULL, 'r'},
-	    {"listen", required_argument, NULL, 'l'},
-	    {"busid", required_argument, NULL, 'b'},
-	    {"persist", no_argument, NULL, 'p'},
-	    {"json", no_argument, NULL, 'j'},
-	    {"timeout", required_argument, NULL, 't'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    {"remote", required_argument, NULL, 'r'}, {"listen", required_argument, NULL, 'l'},
+	    {"busid", required_argument, NULL, 'b'},  {"persist", no_argument, NULL, 'p'},
+	    {"json", no_argument, NULL, 'j'},         {"timeout", required_argument, NULL, 't'},
+	    {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
 	};
 	struct opts o = {.timeout_ms = 5000};
 	int c;

@@ -157,10 +157,14 @@ static const char *human(double bytes_per_s, char *buf, size_t n)
 int cmd_bench(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"remote", required_argument, NULL, 'r'},  {"busid", required_argument, NULL, 'b'},
-	    {"seconds", required_argument, NULL, 's'}, {"sizes", required_argument, NULL, 'S'},
-	    {"depths", required_argument, NULL, 'D'},  {"json", no_argument, NULL, 'j'},
-	    {"count", required_argument, NULL, 'n'},   {"help", no_argument, NULL, 'h'},
+	    {"remote", required_argument, NULL, 'r'},
+	    {"busid", required_argument, NULL, 'b'},
+	    {"seconds", required_argument, NULL, 's'},
+	    {"sizes", required_argument, NULL, 'S'},
+	    {"depths", required_argument, NULL, 'D'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"count", required_argument, NULL, 'n'},
+	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *remote = NULL, *busid = NULL;
@@ -319,8 +323,8 @@ int cmd_bench(int argc, char **argv)
 		printf("usbwire bench: %s %s (%04x:%04x, %s), bulk IN ep %u, OUT ep %u, "
 		       "pattern %d, %s per test\n\n%-24s %8s %5s %12s %12s %7s\n",
 		       remote, busid, dev.id_vendor, dev.id_product, uw_speed_name(dev.speed),
-		       ep_in, ep_out, pattern, per_test, "test", "size", "depth", "rate", "throughput",
-		       "errors");
+		       ep_in, ep_out, pattern, per_test, "test", "size", "depth", "rate",
+		       "throughput", "errors");
 	struct result results[2 + 2 * MAX_LIST * MAX_LIST];
 	int nres = 0;
 	unsigned cdepth[2] = {1, 32};

@@ -33,7 +33,7 @@ struct serve_state {
 	uw_logger log;
 	int sigfd;
 	int signals;
-	uw_usbhost *usb; /* real devices, when a usb: spec was given */
+	uw_usbhost *usb;                       /* real devices, when a usb: spec was given */
 	uw_dialer *dialers[UW_NET_MAX_LISTEN]; /* --connect: reverse connections */
 	size_t ndialers;
 };
@@ -370,9 +370,10 @@ int cmd_serve(int argc, char **argv)
 		st.ndialers++;
 		char name[UW_ADDR_PATH_MAX + 300];
 		uw_addr_format(&addr, name, sizeof name);
-		uw_logf(&st.log, UW_LOG_INFO,
-		        "connecting to %s: one connection per free device, the client there imports",
-		        name);
+		uw_logf(
+		    &st.log, UW_LOG_INFO,
+		    "connecting to %s: one connection per free device, the client there imports",
+		    name);
 		uw_dialer_changed(st.dialers[i]);
 	}
 	if (nlisten == 0 && nconnect == 0) { /* every local address, IPv4 and IPv6 */

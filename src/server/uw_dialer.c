@@ -44,18 +44,18 @@ struct uw_dialer {
 	unsigned idle;    /* connections handed to the server, not yet imported or closed */
 	unsigned dialing; /* dials asked of the thread, result not handled yet */
 	unsigned backoff_ms;
-	uw_timer *retry;     /* the next dial waits for this */
-	uw_loop_task kick;   /* reconcile(), posted from inside server callbacks */
+	uw_timer *retry;   /* the next dial waits for this */
+	uw_loop_task kick; /* reconcile(), posted from inside server callbacks */
 	bool kick_posted;
 	bool stopped;
-	unsigned failures;   /* dials failed in a row */
-	char last_err[512];  /* the last failure logged */
+	unsigned failures;  /* dials failed in a row */
+	char last_err[512]; /* the last failure logged */
 	struct conn *conns;
 
 	/* Shared with the thread, under lock. */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	unsigned want;          /* dials to make */
+	unsigned want; /* dials to make */
 	bool quit;
 	struct result *results; /* posted to the loop, not handled yet */
 	pthread_t thread;
@@ -153,8 +153,8 @@ static void on_conn(void *arg, enum uw_conn_event ev)
 		return;
 	}
 	if (!c->imported) {
-		/* Ended in the op phase: a device list, a refusal, or the peer left. Dialing again at
-		 * once could spin against a peer that closes everything; wait first. */
+		/* Ended in the op phase: a device list, a refusal, or the peer left. Dialing again
+		 * at once could spin against a peer that closes everything; wait first. */
 		d->idle--;
 		schedule_retry(d);
 	}
@@ -194,8 +194,9 @@ static void on_result(void *arg)
 		/* The first failure and every change of reason are logged; repeats are not. */
 		d->failures++;
 		if (d->failures == 1 || strcmp(err, d->last_err) != 0)
-			LOG(d, UW_LOG_WARN, "reverse connection: %s; trying again (every %u s at most)",
-			    err, BACKOFF_MAX_MS / 1000);
+			LOG(d, UW_LOG_WARN,
+			    "reverse connection: %s; trying again (every %u s at most)", err,
+			    BACKOFF_MAX_MS / 1000);
 		snprintf(d->last_err, sizeof d->last_err, "%s", err);
 		schedule_retry(d);
 		return;
@@ -218,8 +219,9 @@ static void on_result(void *arg)
 	d->conns = c;
 	d->idle++;
 	if (d->failures)
-		LOG(d, UW_LOG_INFO, "reverse connection: connected to %s again after %u failed "
-		                    "attempts",
+		LOG(d, UW_LOG_INFO,
+		    "reverse connection: connected to %s again after %u failed "
+		    "attempts",
 		    d->name, d->failures);
 	else
 		LOG(d, UW_LOG_DEBUG, "reverse connection: connected to %s", d->name);

@@ -133,10 +133,10 @@ struct session {
 	char peer[64];
 	enum sess_state st;
 	uw_timer *hs_timer;
-	uw_timer *fb_timer; /* first-byte deadline, until the first byte arrives */
+	uw_timer *fb_timer;  /* first-byte deadline, until the first byte arrives */
 	uw_conn_watch watch; /* uw_server_add_connection_watched() */
 	void *watch_arg;
-	struct peer *ip;    /* NULL for peers without an IP address */
+	struct peer *ip; /* NULL for peers without an IP address */
 	struct session *pnext, *pprev;
 	struct export *exp;
 	uint32_t devid;
@@ -198,7 +198,7 @@ struct uw_server {
 	bool full_quiet;
 	uint64_t accept_fails; /* accept() out of fds, not logged yet */
 	bool accept_quiet;
-	bool accept_paused;     /* listeners not watched: out of file descriptors */
+	bool accept_paused;       /* listeners not watched: out of file descriptors */
 	uw_loop_task change_task; /* cfg.on_change, posted once per batch of changes */
 	bool change_posted;
 	uw_timer *accept_timer; /* retries accepting while paused */
