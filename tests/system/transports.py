@@ -15,7 +15,7 @@ import stat
 import threading
 import time
 
-from uwlib import DIR_IN, DIR_OUT, KEYBOARD, SINK, Server, Urbs, check, free_port, run_cli
+from uwlib import DIR_IN, DIR_OUT, KEYBOARD, SINK, STORAGE, Server, Urbs, check, free_port, run_cli
 
 
 class FakeFirecracker(threading.Thread):
@@ -118,6 +118,17 @@ def test_transports(tap, build, work):
                   f"first line: {r.stdout.splitlines()[:1]}")
             check("bInterfaceClass         3" in r.stdout, "no HID interface in:\n" + r.stdout)
         tap.run("transports: info -r unix:PATH reads the keyboard's descriptors", info)
+
+        def storage_info():
+            r = run_cli(build, "info", "-r", unix, "-b", STORAGE, "--json")
+            check(r.returncode == 0, f"info: {r.returncode} {r.stderr}")
+            doc = json.loads(r.stdout)
+            ifs = [i for c in doc["configurations"] for i in c["interfaces"]]
+            check(any(i["bInterfaceClass"] == 8 and i["bInterfaceProtocol"] == 0x50
+                      for i in ifs), f"no mass-storage Bulk-Only interface in {ifs}")
+            check(doc["remote"] == unix and doc["port"] is None, f"remote/port {doc['remote']}")
+        tap.run("transports: the userspace client library over unix:PATH: info of the storage "
+                "device (--json)", storage_info)
 
         def bench(addr):
             r = run_cli(build, "bench", "-r", addr, "-b", SINK, "-s", "0.2", "--sizes", "4k",
