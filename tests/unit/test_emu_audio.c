@@ -5,8 +5,8 @@
  * streaming both ways (the ramp across URBs, the sine, a looping input file, an output file),
  * cancel, altsetting 0 and deconfiguration with URBs held, bad packet arrays, bad options.
  * Every URB counts its completions: each must complete exactly once. Timings are only checked
- * from below (a URB never completes before its frames have elapsed) and with generous upper
- * bounds.
+ * from below (a URB never completes before its frames have elapsed): how much later it completes
+ * depends on the machine's load, and a URB that never completes fails its wait.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -114,10 +114,11 @@ static void run_for(uw_loop *l, uint64_t ms)
 	uw_loop_run(l);
 }
 
-/* Run the loop until turb_done_total reaches want or about three seconds pass. */
+/* Run the loop until turb_done_total reaches want; the bound (at least a minute) is a safety
+ * net, not a measurement. */
 static bool run_until(uw_loop *l, int want)
 {
-	for (int i = 0; i < 600 && turb_done_total < want; i++)
+	for (int i = 0; i < 12000 && turb_done_total < want; i++)
 		run_for(l, 5);
 	return turb_done_total >= want;
 }
@@ -571,9 +572,9 @@ static void test_ramp(uw_loop *l)
 		     (unsigned long long)(i * 384), (unsigned long long)(i * 384 + 383));
 	}
 	double first = ms_between(start, t[0]->done_ns), last = ms_between(start, t[2]->done_ns);
-	t_ok(t[0]->completions == 1 && first >= 7.0 && first < 2000.0,
+	t_ok(t[0]->completions == 1 && first >= 7.0,
 	     "ramp: 8 packets completed %.1f ms after the stream start (>= 8 frames)", first);
-	t_ok(t[2]->completions == 1 && last >= 23.0 && last < 3000.0 &&
+	t_ok(t[2]->completions == 1 && last >= 23.0 &&
 	         t[1]->done_ns >= t[0]->done_ns && t[2]->done_ns >= t[1]->done_ns,
 	     "ramp: 24 packets completed in order after %.1f ms (>= 24 frames)", last);
 	for (int i = 0; i < 3; i++)
@@ -608,7 +609,7 @@ static void test_ramp(uw_loop *l)
 	d->ops->submit(d, &u->u);
 	run_until(l, base + 1);
 	double took = ms_between(sub, u->done_ns);
-	t_ok(iso_ok(u, PKT) && took >= 7.0 && took < 2000.0,
+	t_ok(iso_ok(u, PKT) && took >= 7.0,
 	     "ramp: after 60 ms without URBs, 8 packets still take 8 frames (%.1f ms)", took);
 	t_ok(ramp_is(u->buf, 8 * PKT_FRAMS, frame), "ramp: frames continue after the pause");
 	turb_free(u);
@@ -919,7 +920,7 @@ static void test_output(uw_loop *l, const char *dir)
 	double took = ms_between(start, t[1]->done_ns);
 	t_ok(iso_ok(t[0], PKT) && iso_ok(t[1], PKT) && t[1]->u.actual == 8 * PKT,
 	     "output: 2 URBs of 8 x 192 bytes: status 0, every packet taken whole");
-	t_ok(took >= 15.0 && took < 3000.0, "output: 16 packets took %.1f ms (>= 16 frames)", took);
+	t_ok(took >= 15.0, "output: 16 packets took %.1f ms (>= 16 frames)", took);
 	t_ok(out_is(path, sent, 2 * 8 * PKT), "output: the file holds exactly the bytes sent");
 	turb_free(t[0]);
 	turb_free(t[1]);
