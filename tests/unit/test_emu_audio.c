@@ -574,8 +574,8 @@ static void test_ramp(uw_loop *l)
 	double first = ms_between(start, t[0]->done_ns), last = ms_between(start, t[2]->done_ns);
 	t_ok(t[0]->completions == 1 && first >= 7.0,
 	     "ramp: 8 packets completed %.1f ms after the stream start (>= 8 frames)", first);
-	t_ok(t[2]->completions == 1 && last >= 23.0 &&
-	         t[1]->done_ns >= t[0]->done_ns && t[2]->done_ns >= t[1]->done_ns,
+	t_ok(t[2]->completions == 1 && last >= 23.0 && t[1]->done_ns >= t[0]->done_ns &&
+	         t[2]->done_ns >= t[1]->done_ns,
 	     "ramp: 24 packets completed in order after %.1f ms (>= 24 frames)", last);
 	for (int i = 0; i < 3; i++)
 		turb_free(t[i]);
