@@ -6,9 +6,10 @@
  *   read()  -> rbuf -> uw_cmd_hdr_decode() -> urb_ctx (buffer sized only after validation)
  *           -> OUT payload copied from rbuf, the rest recv()'d straight into the URB buffer
  *           -> dev->ops->submit()
- *   done()  -> completion queue + a loop task per batch (from any thread, the loop's included:
- *              a completion never runs the session, and so never the device, from inside
- *              the backend that completes it)
+ *   done()  -> completion queue, answered at the outermost exit of the session entry that
+ *              called into the device, else by a loop task per batch (other threads, device
+ *              events): a completion never runs the session, and so never the device, from
+ *              inside the backend that completes it
  *           -> reply queued on the one ordered output queue (header, data, ISO descriptors as
  *              separate iovecs: no copy of payload) -> one sendmsg() per burst.
  * Limits per session: URBs in flight and bytes of URB buffers; over either, the session stops
@@ -184,9 +185,14 @@ static void queue_item(struct session *s, struct out_item *it);
 static void check_shutdown_done(uw_server *srv);
 static void export_drop(uw_server *srv, struct export *e);
 
+static bool cq_run(struct session *s);
+static void session_kick(struct session *s);
+
 /* Every way into a session from the loop (fd events, timers, tasks, device notices) goes
- * through session_enter()/session_exit(): s is freed only by the outermost exit, once it is dead
- * and nothing refers to it. */
+ * through session_enter()/session_exit(). The outermost exit answers the URBs that completed
+ * meanwhile (inside our calls into the device) and restarts the session if they made room:
+ * nothing of the device's is on the stack there. It frees s once it is dead and nothing refers
+ * to it. */
 static void session_enter(struct session *s)
 {
 	s->depth++;
@@ -194,6 +200,8 @@ static void session_enter(struct session *s)
 
 static void session_exit(struct session *s)
 {
+	while (s->depth == 1 && cq_run(s))
+		session_kick(s);
 	s->depth--;
 	session_leave(s);
 }
@@ -486,27 +494,42 @@ static void session_kick(struct session *s)
 	session_watch(s);
 }
 
-static void cq_drain(void *arg)
+/* Answers the queued completions (loop thread, at the top of a session entry). Returns false if
+ * there were none. */
+static bool cq_run(struct session *s)
 {
-	struct session *s = arg;
 	pthread_mutex_lock(&s->cq_lock);
 	struct urb_ctx *c = s->cq_head;
 	s->cq_head = s->cq_tail = NULL;
-	s->cq_posted = false;
 	pthread_mutex_unlock(&s->cq_lock);
-	session_enter(s);
+	if (!c)
+		return false;
 	while (c) {
 		struct urb_ctx *next = c->cqnext;
 		urb_finish(c);
 		c = next;
 	}
+	return true;
+}
+
+/* The loop task for completions made outside any session entry: on other threads, or by a
+ * device's own event handler on the loop thread. */
+static void cq_drain(void *arg)
+{
+	struct session *s = arg;
+	pthread_mutex_lock(&s->cq_lock);
+	s->cq_posted = false;
+	pthread_mutex_unlock(&s->cq_lock);
+	session_enter(s);
+	cq_run(s);
 	session_kick(s);
 	session_exit(s);
 }
 
 /* uw_urb.done: called by backends on any thread, exactly once per URB. Only queues it: the
- * reply, and the restart of a session that was paused for want of room, run from the loop task
- * (cq_drain). Handled here, a completion that a device makes from inside its own code (its
+ * reply, and the restart of a session that was paused for want of room, run at the outermost
+ * session_exit() when a call of ours into the device is what completed it, else from the loop
+ * task (cq_drain). Handled here, a completion that a device makes from inside its own code (its
  * submit, cancel or event handler) would make the session submit into that device again before
  * the device has finished what it was doing (docs/architecture.md, "The server"). */
 static void urb_done(uw_urb *u)
@@ -520,6 +543,8 @@ static void urb_done(uw_urb *u)
 		ctx_free(s, ctx);
 		return;
 	}
+	/* depth is the loop thread's: read only there. */
+	bool in_entry = uw_loop_in_thread(s->srv->cfg.loop) && s->depth > 0;
 	pthread_mutex_lock(&s->cq_lock);
 	ctx->cqnext = NULL;
 	if (s->cq_tail)
@@ -527,8 +552,9 @@ static void urb_done(uw_urb *u)
 	else
 		s->cq_head = ctx;
 	s->cq_tail = ctx;
-	bool post = !s->cq_posted;
-	s->cq_posted = true;
+	bool post = !in_entry && !s->cq_posted;
+	if (post)
+		s->cq_posted = true;
 	pthread_mutex_unlock(&s->cq_lock);
 	if (post)
 		uw_loop_post_task(s->srv->cfg.loop, &s->cq_task);
