@@ -1169,7 +1169,7 @@ static const struct uw_dev_ops hd_ops = {
 static void hd_finalize(struct hdev *hd)
 {
 	uw_usbhost *h = hd->h;
-	/* Whoever calls (its own task, or uw_usbhost_free), neither task may run after the free. */
+	/* Whoever calls (a task, or uw_usbhost_free), no task of hd may run after the free. */
 	uw_loop_cancel_task(h->cfg.loop, &hd->release_t);
 	uw_loop_cancel_task(h->cfg.loop, &hd->final_t);
 	uw_loop_cancel_task(h->cfg.loop, &hd->pump_t);
