@@ -15,8 +15,15 @@
  *         short or over-long actual lengths, ISO packet results, and an unplug
  *         (uw_server_remove_device). Endpoints: 1 bulk, 2 interrupt IN, 3 isochronous, 4 bulk
  *         OUT / isochronous IN.
- * Everything runs on this thread: no worker threads, no real time (the handshake deadline is
- * far away); the scripted device's delays are zero-millisecond loop timers.
+ *   99-4  emu:storage on a 64 KiB in-memory image (memfd), its medium I/O done inline
+ *         (uw_emu_storage_inline_io()): a job's result still arrives a loop round later.
+ * The emulated devices (99-1, 99-2, 99-4) sit behind a shim that decides, per URB, when the
+ * server sees a completion (see struct late): as the device completes it, some loop rounds
+ * later, after more of the client's stream is written, or out of order (after the device's
+ * next completion), so that completions race with new input.
+ * Everything runs on this thread: no worker threads at work, no real time (the handshake
+ * deadline is far away); the scripted device's and the shim's delays are zero-millisecond loop
+ * timers.
  *
  * Input: byte 0 = mode, byte 1 = configuration, then the client's bytes.
  *   mode bits 0-2  chunking: the stream is written in pieces of {all, 1, 3, 8, 40, 48, 100, 512}
@@ -50,7 +57,8 @@
  *    (found through /proc; without it this check is off).
  *  - Nothing is left unanswered: when the session is still open, the whole stream was sent and
  *    framed and the budgets cannot have paused it, then once the loop is idle every CMD_UNLINK
- *    has been answered, and every CMD_SUBMIT that the device does not hold by design.
+ *    has been answered, and every CMD_SUBMIT that the device does not hold by design
+ *    (emu:serial and emu:storage hold bulk URBs until they have something to move).
  *  - The scripted device never holds more URBs or buffer bytes than the session budgets allow.
  *  - The second client's answer agrees with the server's state: a device list has every device
  *    that is neither imported nor gone and only those; an import of the first client's device
@@ -77,6 +85,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -86,8 +95,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define NDEV        3
+#define NDEV        4
 #define SDEV        2 /* index of the scripted device */
+#define STDEV       3 /* index of emu:storage */
+#define IMG_SIZE    (64u << 10)
 #define BUSNUM      99u
 #define SPIN_ROUNDS 10000u /* busy rounds without visible progress before we call it a hang */
 #define PRELUDE_SEQ 0x7fffffffu
@@ -130,16 +141,18 @@ enum expect { EXP_NOTHING, EXP_IMPORT, EXP_DEVLIST };
 enum rx_state { RX_OP, RX_HDR, RX_DATA, RX_ISO, RX_EOF_ONLY };
 
 struct sdev;
+struct shim;
 
 struct fz {
 	uw_logger log;
 	uw_loop *loop;
 	uw_server *srv;
-	uw_dev *devs[NDEV]; /* NULL once destroyed */
-	struct sdev *sd;    /* the scripted device while it exists */
-	int epfd;           /* the loop's epoll descriptor, or -1 if it could not be found */
-	bool busy;          /* the loop had work left at the end of the last round */
-	unsigned max_urbs;  /* the session budgets */
+	uw_dev *devs[NDEV];       /* NULL once destroyed */
+	struct sdev *sd;          /* the scripted device while it exists */
+	struct shim *shims[NDEV]; /* the emulated devices' shims while they exist */
+	int epfd;                 /* the loop's epoll descriptor, or -1 if it could not be found */
+	bool busy;                /* the loop had work left at the end of the last round */
+	unsigned max_urbs;        /* the session budgets */
 	size_t max_bytes;
 	bool sd_done; /* uw_server_shutdown()'s callback ran */
 	int cfd, sfd;
@@ -150,6 +163,7 @@ struct fz {
 	size_t len, sent;
 	size_t chunk;
 	bool lazy, eof, gone;
+	bool stream_over; /* feed() is done: nothing more of the stream will be written */
 
 	/* The mirror of the server's parse of the stream. */
 	size_t mpos;
@@ -504,6 +518,274 @@ static uw_dev *sd_new(struct fz *f)
 	return d;
 }
 
+/* ---- The completion shim in front of the emulated devices ---------------------------------- */
+
+/*
+ * When the server sees a URB's completion is chosen by bits 24-31 of its `interval` (which the
+ * emulated devices ignore for bulk, control and interrupt transfers):
+ *   bits 28-29  0 as the device completes it (inside submit, cancel or its own event),
+ *               1 after 1 + bits 24-26 loop rounds,
+ *               2 after the client wrote 48 * (1 + bits 24-26) more bytes of its stream (about
+ *                 that many more messages), or once the stream is all written,
+ *               3 out of order: right after the device's next completion that the server sees,
+ *                 or after 2 rounds if there is none
+ * Completions held back are delivered from a loop timer, as a device's own event would be. A
+ * cancel of a URB that the device has completed already does nothing (its result stands: it
+ * finished before the unlink).
+ */
+struct late {
+	uw_urb *u;
+	uint32_t how;
+	unsigned left;  /* rounds (1, 3) until delivery */
+	size_t at;      /* how 2: deliver once f->sent reaches this */
+	bool completed; /* the device completed it; waiting for delivery */
+};
+
+struct shim {
+	uw_dev dev; /* what the server sees */
+	uw_dev *in; /* the emulated device */
+	struct fz *f;
+	struct late *q;
+	size_t n, cap;
+	void (*server_done)(uw_urb *u);
+	uw_timer *tick;
+	int idx;
+	int depth;
+	bool destroyed;
+};
+
+static void shim_free(struct shim *sh)
+{
+	free(sh->q);
+	free(sh);
+}
+
+static void shim_on_tick(void *arg);
+
+static bool late_due(const struct fz *f, const struct late *l)
+{
+	return l->how == 2 ? f->sent >= l->at || f->stream_over : l->left == 0;
+}
+
+/* A timer for the next round if a held completion needs rounds counted or is due. */
+static void shim_arm(struct shim *sh)
+{
+	if (sh->tick || sh->destroyed)
+		return;
+	for (size_t i = 0; i < sh->n; i++) {
+		const struct late *l = &sh->q[i];
+		if (l->completed && (l->how != 2 || late_due(sh->f, l))) {
+			sh->tick = uw_loop_timer_add(sh->f->loop, 0, shim_on_tick, sh);
+			if (!sh->tick)
+				abort();
+			return;
+		}
+	}
+}
+
+/* Hands u's completion to the server (u was taken out of the queue). */
+static void shim_deliver(struct shim *sh, uw_urb *u)
+{
+	u->done = sh->server_done;
+	u->done(u);
+}
+
+/* Delivers the queued completions that are due, and the out-of-order ones waiting behind them
+ * when anything was delivered (first: unless `all`, only those due). */
+static void shim_run(struct shim *sh, bool all)
+{
+	sh->depth++;
+	for (;;) {
+		size_t i = 0;
+		for (; i < sh->n; i++) {
+			struct late *l = &sh->q[i];
+			if (!l->completed)
+				continue;
+			if (all || late_due(sh->f, l))
+				break;
+		}
+		if (i == sh->n)
+			break;
+		uw_urb *u = sh->q[i].u;
+		sh->q[i] = sh->q[--sh->n];
+		shim_deliver(sh, u);
+		/* Out of order: the ones waiting for another completion go right after it. */
+		for (size_t k = 0; k < sh->n; k++)
+			if (sh->q[k].completed && sh->q[k].how == 3)
+				sh->q[k].left = 0;
+	}
+	sh->depth--;
+}
+
+static void shim_on_tick(void *arg)
+{
+	struct shim *sh = arg;
+	sh->tick = NULL;
+	for (size_t i = 0; i < sh->n; i++)
+		if (sh->q[i].completed && sh->q[i].how != 2 && sh->q[i].left)
+			sh->q[i].left--;
+	shim_run(sh, false);
+	if (sh->destroyed) {
+		if (sh->depth == 0)
+			shim_free(sh);
+		return;
+	}
+	shim_arm(sh);
+}
+
+static struct late *shim_find(struct shim *sh, const uw_urb *u)
+{
+	for (size_t i = 0; i < sh->n; i++)
+		if (sh->q[i].u == u)
+			return &sh->q[i];
+	return NULL;
+}
+
+/* The device completed u: hold it back as its submit said. */
+static void shim_done(uw_urb *u)
+{
+	for (int k = 0; k < NDEV; k++) {
+		struct shim *sh = g.shims[k];
+		struct late *l = sh ? shim_find(sh, u) : NULL;
+		if (!l)
+			continue;
+		if (l->completed)
+			bug("URB seqnum %u completed twice by %s", u->seqnum, sh->in->spec);
+		l->completed = true;
+		u->done = sh->server_done;
+		if (sh->destroyed) {
+			/* Being destroyed with the server: nobody waits any more. */
+			*l = sh->q[--sh->n];
+			shim_deliver(sh, u);
+			return;
+		}
+		shim_arm(sh);
+		return;
+	}
+	bug("a completion of a URB that no shim holds (seqnum %u)", u->seqnum);
+}
+
+static void shim_submit(uw_dev *d, uw_urb *u)
+{
+	struct shim *sh = d->priv;
+	uint32_t t = (uint32_t)u->interval >> 24;
+	uint32_t how = (t >> 4) & 3;
+	sh->server_done = u->done;
+	if (how == 0 || u->xfer == UW_XFER_ISO) {
+		sh->in->ops->submit(sh->in, u);
+		return;
+	}
+	sh->q = grow(sh->q, &sh->cap, sh->n, sizeof *sh->q);
+	unsigned k = 1 + (t & 7);
+	sh->q[sh->n++] = (struct late){.u = u,
+	                               .how = how,
+	                               .left = how == 1   ? k
+	                                       : how == 3 ? 2
+	                                                  : 0,
+	                               .at = sh->f->sent + 48u * k};
+	u->done = shim_done;
+	sh->in->ops->submit(sh->in, u);
+}
+
+static void shim_cancel(uw_dev *d, uw_urb *u)
+{
+	struct shim *sh = d->priv;
+	struct late *l = shim_find(sh, u);
+	if (l && l->completed)
+		return; /* finished before the unlink; its completion is on its way */
+	sh->in->ops->cancel(sh->in, u);
+}
+
+static int shim_ep_type(uw_dev *d, unsigned ep, unsigned dir)
+{
+	struct shim *sh = d->priv;
+	return sh->in->ops->ep_type(sh->in, ep, dir);
+}
+
+static void shim_sync_info(struct shim *sh)
+{
+	sh->dev.info = sh->in->info;
+	memcpy(sh->dev.ifaces, sh->in->ifaces, sizeof sh->dev.ifaces);
+}
+
+static int shim_import(uw_dev *d)
+{
+	struct shim *sh = d->priv;
+	int r = sh->in->ops->import ? sh->in->ops->import(sh->in) : UW_OK;
+	shim_sync_info(sh);
+	return r;
+}
+
+static void shim_release(uw_dev *d)
+{
+	struct shim *sh = d->priv;
+	if (sh->n)
+		bug("%s released with %zu completions not delivered", sh->in->spec, sh->n);
+	if (sh->in->ops->release)
+		sh->in->ops->release(sh->in);
+	shim_sync_info(sh);
+}
+
+static void shim_notify(uw_dev *in, int event)
+{
+	struct shim *sh = in->owner;
+	shim_sync_info(sh);
+	if (sh->dev.notify)
+		sh->dev.notify(&sh->dev, event);
+}
+
+static void shim_destroy(uw_dev *d)
+{
+	struct shim *sh = d->priv;
+	struct fz *f = sh->f;
+	uw_loop_timer_cancel(f->loop, sh->tick);
+	sh->tick = NULL;
+	sh->destroyed = true;
+	sh->in->ops->destroy(sh->in); /* completes what it holds: delivered at once */
+	shim_run(sh, true);
+	f->shims[sh->idx] = NULL;
+	f->devs[sh->idx] = NULL;
+	if (sh->depth == 0)
+		shim_free(sh);
+}
+
+static void shims_arm(struct fz *f)
+{
+	for (int i = 0; i < NDEV; i++)
+		if (f->shims[i])
+			shim_arm(f->shims[i]);
+}
+
+static const struct uw_dev_ops shim_ops = {
+    .import = shim_import,
+    .submit = shim_submit,
+    .cancel = shim_cancel,
+    .ep_type = shim_ep_type,
+    .release = shim_release,
+    .destroy = shim_destroy,
+};
+
+static uw_dev *shim_new(struct fz *f, uw_dev *in, int idx)
+{
+	struct shim *sh = calloc(1, sizeof *sh);
+	if (!sh)
+		abort();
+	sh->f = f;
+	sh->in = in;
+	sh->idx = idx;
+	in->owner = sh;
+	in->notify = shim_notify;
+	uw_dev *d = &sh->dev;
+	d->ops = &shim_ops;
+	d->priv = sh;
+	d->loop = f->loop;
+	shim_sync_info(sh);
+	memcpy(d->spec, in->spec, sizeof d->spec);
+	memcpy(d->name, in->name, sizeof d->name);
+	f->shims[idx] = sh;
+	return d;
+}
+
 /* ---- The loop, one round at a time -------------------------------------------------------- */
 
 /* The loop's epoll descriptor is the lowest free one when uw_loop_new() runs (it is created
@@ -531,6 +813,9 @@ static void end_round(void *arg)
 		ready = poll(&p, 1, 0) > 0;
 	}
 	f->busy = ready || (f->sd && (f->sd->tick || f->sd->unplug));
+	for (int i = 0; i < NDEV; i++)
+		if (f->shims[i] && f->shims[i]->tick)
+			f->busy = true;
 	uw_loop_stop(f->loop);
 }
 
@@ -962,6 +1247,7 @@ static void feed(struct fz *f)
 			if (k > 0) {
 				f->sent += (size_t)k;
 				moved = true;
+				shims_arm(f);
 			} else if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 				blocked = true;
 			} else if (k < 0 && errno != EINTR) {
@@ -978,6 +1264,8 @@ static void feed(struct fz *f)
 		check_spin(f, progress, &spin);
 		quiet = progress || f->busy ? 0 : quiet + 1;
 	}
+	f->stream_over = true;
+	shims_arm(f);
 }
 
 /* ---- The second client ------------------------------------------------------------------- */
@@ -1121,6 +1409,7 @@ static void check_complete(struct fz *f, uint8_t cfg)
 		/* emu:serial holds bulk/interrupt URBs (IN until data, OUT until room); control
 		 * requests and anything refused complete at once. */
 		bool held = (f->mdev == 1 && (s->xfer == UW_XFER_BULK || s->xfer == UW_XFER_INT)) ||
+		            (f->mdev == STDEV && s->xfer == UW_XFER_BULK) ||
 		            (f->mdev == SDEV && (s->interval & 3) == 3);
 		if (!held || s->unlinked)
 			bug("CMD_SUBMIT seqnum %u (%s) never answered", s->seq,
@@ -1217,7 +1506,14 @@ static void setup(struct fz *f, uint8_t cfg)
 	f->srv = uw_server_new(&sc);
 	if (!f->srv)
 		abort();
-	static const char *const specs[2] = {"emu:sink", "emu:serial"};
+	/* The storage image: 64 KiB of zeros in memory, fresh for every input. */
+	int img = memfd_create("fuzz_session.img", MFD_CLOEXEC);
+	if (img < 0 || ftruncate(img, IMG_SIZE) != 0)
+		bug("memfd_create: %s", strerror(errno));
+	char storage[64];
+	snprintf(storage, sizeof storage, "emu:storage,file=/proc/self/fd/%d", img);
+	uw_emu_storage_inline_io(true);
+	const char *const specs[NDEV] = {"emu:sink", "emu:serial", NULL, storage};
 	for (unsigned i = 0; i < NDEV; i++) {
 		char busid[8], err[256];
 		snprintf(busid, sizeof busid, "99-%u", i + 1);
@@ -1229,11 +1525,13 @@ static void setup(struct fz *f, uint8_t cfg)
 			if (uw_emu_create(spec, busid, BUSNUM, i + 1, f->loop, &f->log, &d, err,
 			                  sizeof err) != UW_OK)
 				bug("%s: %s", spec, err);
+			d = shim_new(f, d, (int)i);
 		}
 		if (uw_server_add_device(f->srv, d) != UW_OK)
 			bug("uw_server_add_device(%s) failed", busid);
 		f->devs[i] = d;
 	}
+	close(img); /* emu:storage has its own descriptor */
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
 		abort();

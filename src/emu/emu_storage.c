@@ -10,7 +10,13 @@
  * completes the URB and moves on. The URB a job uses stays owned by this file until the job is
  * back, so cancel(), configure(0) and destroy only mark it; it is completed exactly once, when
  * the job returns (destroy joins the worker first).
+ *
+ * The state machine never completes a URB in the middle of a step: a step updates the state,
+ * puts the URBs it is done with on done_q, and pump() completes them between steps. Whatever a
+ * completion leads to (the host submits again, cancels) finds the state settled; and a job
+ * starts only when none is out (asserted).
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -78,6 +84,7 @@ struct storage {
 	/* ---- BOT state: loop thread only ---- */
 	enum bot_state state;
 	uw_emu_urbq in_q, out_q; /* bulk URBs waiting for their turn */
+	uw_emu_urbq done_q;      /* finished by a step; completed by pump() between steps */
 	bool pumping;
 	uint32_t tag;
 	uint32_t h_len;   /* dCBWDataTransferLength: what the host expects */
@@ -135,6 +142,30 @@ static uint32_t min32(uint64_t a, uint64_t b)
 
 /* ---- Worker ------------------------------------------------------------------------------ */
 
+/* Runs one job: medium I/O straight between the file and the buffer. */
+static int run_job(struct storage *s, const struct job *j)
+{
+	switch (j->kind) {
+	case JOB_READ:
+		return uw_scsi_pread(s->lun, j->off, j->buf, j->n);
+	case JOB_WRITE:
+		return uw_scsi_pwrite(s->lun, j->off, j->buf, j->n);
+	case JOB_SYNC:
+	case JOB_FLUSH:
+		return uw_scsi_sync(s->lun);
+	}
+	return 0;
+}
+
+/* uw_emu_storage_inline_io(): jobs run on the loop thread inside start_job(); their results
+ * still come back through the event descriptor, a loop round later, as the worker's do. */
+static bool inline_io;
+
+void uw_emu_storage_inline_io(bool on)
+{
+	inline_io = on;
+}
+
 static void *worker(void *arg)
 {
 	struct storage *s = arg;
@@ -148,19 +179,7 @@ static void *worker(void *arg)
 		s->job_queued = false;
 		pthread_mutex_unlock(&s->mu);
 
-		int r = 0;
-		switch (j.kind) {
-		case JOB_READ:
-			r = uw_scsi_pread(s->lun, j.off, j.buf, j.n);
-			break;
-		case JOB_WRITE:
-			r = uw_scsi_pwrite(s->lun, j.off, j.buf, j.n);
-			break;
-		case JOB_SYNC:
-		case JOB_FLUSH:
-			r = uw_scsi_sync(s->lun);
-			break;
-		}
+		int r = run_job(s, &j);
 
 		pthread_mutex_lock(&s->mu);
 		s->job.result = r;
@@ -177,6 +196,8 @@ static void *worker(void *arg)
 static void start_job(struct storage *s, enum job_kind kind, uw_urb *u, uint8_t *buf, uint64_t off,
                       size_t n)
 {
+	/* BOT is serial: a second job would take the first one's place and its URB be lost. */
+	assert(!s->busy && "a job started while one is out with the worker");
 	s->busy = true;
 	s->job_kind = kind;
 	s->job_u = u;
@@ -185,8 +206,16 @@ static void start_job(struct storage *s, enum job_kind kind, uw_urb *u, uint8_t 
 	s->job_detached = false;
 	pthread_mutex_lock(&s->mu);
 	s->job = (struct job){.kind = kind, .buf = buf, .off = off, .n = n};
-	s->job_queued = true;
-	pthread_cond_signal(&s->cv);
+	if (inline_io) {
+		s->job.result = run_job(s, &s->job);
+		s->job_done = true;
+		uint64_t one = 1;
+		ssize_t w = write(s->evfd, &one, sizeof one);
+		(void)w;
+	} else {
+		s->job_queued = true;
+		pthread_cond_signal(&s->cv);
+	}
 	pthread_mutex_unlock(&s->mu);
 }
 
@@ -205,6 +234,33 @@ static void detach_job(struct storage *s, int32_t status)
 
 static void pump(struct storage *s);
 
+/* u is done (status and actual as uw_emu_complete() would set them); completed by pump(). */
+static void complete_later(struct storage *s, uw_urb *u, int32_t status, uint32_t actual)
+{
+	if (status == 0 && u->dir == UW_DIR_IN && actual < u->len &&
+	    (u->flags & UW_URB_SHORT_NOT_OK))
+		status = UW_URB_EREMOTEIO;
+	u->status = status;
+	u->actual = actual;
+	uw_emu_urbq_push(&s->done_q, u);
+}
+
+static void flush_later(struct storage *s, uw_emu_urbq *q, int32_t status)
+{
+	uw_urb *u;
+	while ((u = uw_emu_urbq_pop(q)) != NULL)
+		complete_later(s, u, status, 0);
+}
+
+/* Completes what the steps finished, in order. A completion may submit or cancel (re-entering
+ * this file): the state is settled, and a re-entered pump() returns at once. */
+static void complete_done(struct storage *s)
+{
+	uw_urb *u;
+	while ((u = uw_emu_urbq_pop(&s->done_q)) != NULL)
+		u->done(u);
+}
+
 /* Back to waiting for a CBW. Queued URBs stay queued, as on a real bus. */
 static void bot_idle(struct storage *s)
 {
@@ -220,8 +276,8 @@ static void stall_both(struct storage *s)
 	s->state = BOT_STALLED;
 	uw_emu_set_halt(s->emu, EP_IN);
 	uw_emu_set_halt(s->emu, EP_OUT);
-	uw_emu_urbq_flush(&s->in_q, UW_URB_EPIPE);
-	uw_emu_urbq_flush(&s->out_q, UW_URB_EPIPE);
+	flush_later(s, &s->in_q, UW_URB_EPIPE);
+	flush_later(s, &s->out_q, UW_URB_EPIPE);
 }
 
 /* The CSW is decided: status from the command, phase error, or the medium. */
@@ -276,7 +332,7 @@ static void start_command(struct storage *s, const uint8_t *cdb, uint8_t cblen, 
 		 * The host clears the halt and reads the CSW. */
 		s->phase_error = true;
 		uw_emu_set_halt(s->emu, s->h_in ? EP_IN : EP_OUT);
-		uw_emu_urbq_flush(s->h_in ? &s->in_q : &s->out_q, UW_URB_EPIPE);
+		flush_later(s, s->h_in ? &s->in_q : &s->out_q, UW_URB_EPIPE);
 		finish(s);
 		return;
 	}
@@ -300,7 +356,7 @@ static void take_cbw(struct storage *s)
 	    (b[14] & 0x1f) > UW_SCSI_CDB_MAX) {
 		uw_logf(&s->log, UW_LOG_DEBUG, "%s: invalid CBW (%u bytes): stalling", s->spec,
 		        u->len);
-		uw_emu_complete(u, 0, u->len); /* the device took the packet, then stalls */
+		complete_later(s, u, 0, u->len); /* the device took the packet, then stalls */
 		stall_both(s);
 		return;
 	}
@@ -310,7 +366,7 @@ static void take_cbw(struct storage *s)
 	s->h_in = (b[12] & 0x80) != 0;
 	uint8_t lun = b[13] & 0x0f, cblen = b[14] & 0x1f;
 	memcpy(cdb, b + 15, cblen);
-	uw_emu_complete(u, 0, CBW_LEN);
+	complete_later(s, u, 0, CBW_LEN);
 	start_command(s, cdb, cblen, lun);
 }
 
@@ -324,7 +380,7 @@ static void in_sent(struct storage *s, uw_urb *u, uint32_t n, int err, int32_t o
 	bool short_xfer = n < u->len;
 	bool end = short_xfer || s->h_done == s->h_len;
 	bool sno = (u->flags & UW_URB_SHORT_NOT_OK) != 0;
-	uw_emu_complete(u, override, n);
+	complete_later(s, u, override, n);
 	if (!end)
 		return;
 	if (short_xfer && sno) {
@@ -336,7 +392,7 @@ static void in_sent(struct storage *s, uw_urb *u, uint32_t n, int err, int32_t o
 		uw_urb *x;
 		while ((x = uw_emu_urbq_pop(&pending)) != NULL) {
 			if (x->flags & UW_URB_SHORT_NOT_OK)
-				uw_emu_complete(x, 0, 0);
+				complete_later(s, x, 0, 0);
 			else
 				uw_emu_urbq_push(&s->in_q, x);
 		}
@@ -366,7 +422,7 @@ static void out_received(struct storage *s, uw_urb *u, uint32_t take, uint32_t n
 	s->d_done += n;
 	if (err && !s->io_err)
 		s->io_err = err;
-	uw_emu_complete(u, override, take);
+	complete_later(s, u, override, take);
 	if (s->h_done == s->h_len)
 		finish(s);
 }
@@ -398,7 +454,7 @@ static void send_csw(struct storage *s)
 	uint32_t n = min32(u->len, CSW_LEN);
 	if (n)
 		memcpy(u->buf, csw, n);
-	uw_emu_complete(u, n < CSW_LEN ? UW_URB_EOVERFLOW : 0, n);
+	complete_later(s, u, n < CSW_LEN ? UW_URB_EOVERFLOW : 0, n);
 }
 
 /* A job is back from the worker (loop thread). */
@@ -420,7 +476,7 @@ static void job_finished(struct storage *s, int r)
 	if (s->job_detached) {
 		if (u) {
 			uint32_t n = kind == JOB_READ ? (r ? 0 : min32(u->len, s->job_n)) : u->len;
-			uw_emu_complete(u, override, override ? 0 : n);
+			complete_later(s, u, override, override ? 0 : n);
 		}
 		return;
 	}
@@ -494,15 +550,21 @@ static bool step(struct storage *s)
 	return false;
 }
 
-/* Runs the state machine as far as it goes. Completions may re-enter (a done() callback that
- * submits): the inner call returns at once and the outer loop sees the new URB. */
+/* Runs the state machine as far as it goes, completing finished URBs between steps.
+ * Completions may re-enter (a done() callback that submits): the inner call returns at once and
+ * the outer loop sees the new URB. */
 static void pump(struct storage *s)
 {
 	if (s->pumping)
 		return;
 	s->pumping = true;
-	while (step(s))
-		;
+	for (;;) {
+		while (step(s))
+			;
+		if (!s->done_q.head)
+			break;
+		complete_done(s);
+	}
 	s->pumping = false;
 }
 
@@ -567,8 +629,8 @@ static void st_configure(uw_emu *e, uint8_t config)
 {
 	struct storage *s = uw_emu_priv(e);
 	detach_job(s, UW_URB_ESHUTDOWN);
-	uw_emu_urbq_flush(&s->in_q, UW_URB_ESHUTDOWN);
-	uw_emu_urbq_flush(&s->out_q, UW_URB_ESHUTDOWN);
+	flush_later(s, &s->in_q, UW_URB_ESHUTDOWN);
+	flush_later(s, &s->out_q, UW_URB_ESHUTDOWN);
 	bot_idle(s);
 	if (config == 0 && s->dirty)
 		s->flush_wanted = true;
@@ -623,6 +685,7 @@ static void storage_free(struct storage *s)
 		if (s->job_kind == JOB_WRITE)
 			s->dirty = true;
 	}
+	complete_done(s);
 	uw_emu_urbq_flush(&s->in_q, UW_URB_ESHUTDOWN);
 	uw_emu_urbq_flush(&s->out_q, UW_URB_ESHUTDOWN);
 	if (s->dirty && s->lun) {

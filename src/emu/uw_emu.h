@@ -194,6 +194,10 @@ extern const struct uw_emu_kind uw_emu_kinds[];
 
 /* The constructors (one file each in src/emu). */
 int uw_emu_storage_new(const uw_emu_args *a, uw_dev **out);
+/* For the session fuzzer: emu:storage does its medium I/O on the loop thread, inside the
+ * state machine, instead of on its worker thread, so that a run depends on its input only. The
+ * results still arrive a loop round later, through the same path. Off by default. */
+void uw_emu_storage_inline_io(bool on);
 int uw_emu_keyboard_new(const uw_emu_args *a, uw_dev **out);
 int uw_emu_serial_new(const uw_emu_args *a, uw_dev **out);
 int uw_emu_sink_new(const uw_emu_args *a, uw_dev **out);

@@ -6,7 +6,10 @@
  *   read()  -> rbuf -> uw_cmd_hdr_decode() -> urb_ctx (buffer sized only after validation)
  *           -> OUT payload copied from rbuf, the rest recv()'d straight into the URB buffer
  *           -> dev->ops->submit()
- *   done()  -> (other thread: completion queue + one loop wake-up per batch)
+ *   done()  -> completion queue, answered at the outermost exit of the session entry that
+ *              called into the device, else by a loop task per batch (other threads, device
+ *              events): a completion never runs the session, and so never the device, from
+ *              inside the backend that completes it
  *           -> reply queued on the one ordered output queue (header, data, ISO descriptors as
  *              separate iovecs: no copy of payload) -> one sendmsg() per burst.
  * Limits per session: URBs in flight and bytes of URB buffers; over either, the session stops
@@ -15,6 +18,7 @@
  */
 #include "uw_server.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -161,7 +165,7 @@ struct session {
 	bool paused;
 	bool close_after_flush;
 	bool peer_hup; /* draining, the client half-closed: no longer watched for that */
-	int depth;     /* > 0 while a callback of ours is on the stack */
+	int depth;     /* > 0 while an entry point of ours is on the stack: session_enter() */
 
 	pthread_mutex_t cq_lock;
 	struct urb_ctx *cq_head, *cq_tail;
@@ -183,6 +187,7 @@ struct uw_server {
 	struct uw_server_stats stats;
 	bool shutting_down;
 	bool freeing; /* uw_server_free(): URBs finishing now are just freed */
+	int in_dev;   /* a device op (submit, cancel, release) is on the stack: dev_call() */
 	uw_task_fn sd_done;
 	void *sd_arg;
 	uw_timer *sd_timer;
@@ -214,6 +219,38 @@ static void check_shutdown_done(uw_server *srv);
 static void export_drop(uw_server *srv, struct export *e);
 static void peer_unlink(uw_server *srv, struct session *s);
 static void accept_resume(uw_server *srv);
+
+static bool cq_run(struct session *s);
+static void session_kick(struct session *s);
+
+/* Every way into a session from the loop (fd events, timers, tasks, device notices) goes
+ * through session_enter()/session_exit(). The outermost exit answers the URBs that completed
+ * meanwhile (inside our calls into the device) and restarts the session if they made room:
+ * nothing of the device's is on the stack there. It frees s once it is dead and nothing refers
+ * to it. */
+static void session_enter(struct session *s)
+{
+	s->depth++;
+}
+
+static void session_exit(struct session *s)
+{
+	while (s->depth == 1 && cq_run(s))
+		session_kick(s);
+	s->depth--;
+	session_leave(s);
+}
+
+/* Calls into a device are never nested (docs/architecture.md, "The server"): a device that
+ * completes a URB inside submit() or cancel() finds the completion queued, not a session that
+ * submits again into it while its state is half updated. */
+#define dev_call(srv, call)                                                                        \
+	do {                                                                                       \
+		assert((srv)->in_dev == 0 && "device op entered from inside another");             \
+		(srv)->in_dev++;                                                                   \
+		call;                                                                              \
+		(srv)->in_dev--;                                                                   \
+	} while (0)
 
 /* ---- Small helpers ------------------------------------------------------------------------- */
 
@@ -440,7 +477,7 @@ static void release_device(struct session *s)
 		return;
 	s->exp = NULL;
 	if (e->dev->ops->release)
-		e->dev->ops->release(e->dev);
+		dev_call(s->srv, e->dev->ops->release(e->dev));
 	e->owner = NULL;
 	LOG(s->srv, UW_LOG_INFO, "%s: released %s", s->peer, e->dev->info.busid);
 	changed(s->srv);
@@ -511,26 +548,44 @@ static void session_kick(struct session *s)
 	session_watch(s);
 }
 
-static void cq_drain(void *arg)
+/* Answers the queued completions (loop thread, at the top of a session entry). Returns false if
+ * there were none. */
+static bool cq_run(struct session *s)
 {
-	struct session *s = arg;
 	pthread_mutex_lock(&s->cq_lock);
 	struct urb_ctx *c = s->cq_head;
 	s->cq_head = s->cq_tail = NULL;
-	s->cq_posted = false;
 	pthread_mutex_unlock(&s->cq_lock);
-	s->depth++;
+	if (!c)
+		return false;
 	while (c) {
 		struct urb_ctx *next = c->cqnext;
 		urb_finish(c);
 		c = next;
 	}
-	session_kick(s);
-	s->depth--;
-	session_leave(s);
+	return true;
 }
 
-/* uw_urb.done: called by backends on any thread, exactly once per URB. */
+/* The loop task for completions made outside any session entry: on other threads, or by a
+ * device's own event handler on the loop thread. */
+static void cq_drain(void *arg)
+{
+	struct session *s = arg;
+	pthread_mutex_lock(&s->cq_lock);
+	s->cq_posted = false;
+	pthread_mutex_unlock(&s->cq_lock);
+	session_enter(s);
+	cq_run(s);
+	session_kick(s);
+	session_exit(s);
+}
+
+/* uw_urb.done: called by backends on any thread, exactly once per URB. Only queues it: the
+ * reply, and the restart of a session that was paused for want of room, run at the outermost
+ * session_exit() when a call of ours into the device is what completed it, else from the loop
+ * task (cq_drain). Handled here, a completion that a device makes from inside its own code (its
+ * submit, cancel or event handler) would make the session submit into that device again before
+ * the device has finished what it was doing (docs/architecture.md, "The server"). */
 static void urb_done(uw_urb *u)
 {
 	struct urb_ctx *ctx = (struct urb_ctx *)u;
@@ -542,15 +597,8 @@ static void urb_done(uw_urb *u)
 		ctx_free(s, ctx);
 		return;
 	}
-	if (uw_loop_in_thread(s->srv->cfg.loop)) {
-		s->depth++;
-		urb_finish(ctx);
-		if (s->depth == 1)
-			session_kick(s);
-		s->depth--;
-		session_leave(s);
-		return;
-	}
+	/* depth is the loop thread's: read only there. */
+	bool in_entry = uw_loop_in_thread(s->srv->cfg.loop) && s->depth > 0;
 	pthread_mutex_lock(&s->cq_lock);
 	ctx->cqnext = NULL;
 	if (s->cq_tail)
@@ -558,8 +606,9 @@ static void urb_done(uw_urb *u)
 	else
 		s->cq_head = ctx;
 	s->cq_tail = ctx;
-	bool post = !s->cq_posted;
-	s->cq_posted = true;
+	bool post = !in_entry && !s->cq_posted;
+	if (post)
+		s->cq_posted = true;
 	pthread_mutex_unlock(&s->cq_lock);
 	if (post)
 		uw_loop_post_task(s->srv->cfg.loop, &s->cq_task);
@@ -628,7 +677,7 @@ static void start_urb(struct session *s, struct urb_ctx *ctx)
 		return;
 	}
 	uw_dev *d = s->exp->dev;
-	d->ops->submit(d, u);
+	dev_call(s->srv, d->ops->submit(d, u));
 }
 
 static void rx_setup(struct session *s, struct urb_ctx *ctx, size_t data_len, size_t iso_len)
@@ -731,7 +780,7 @@ static bool handle_urb_hdr(struct session *s, const uint8_t *p, size_t n, size_t
 		if (t && !t->unlinking) {
 			t->unlinking = true;
 			t->unlink_seq = h.seqnum;
-			s->exp->dev->ops->cancel(s->exp->dev, &t->u);
+			dev_call(s->srv, s->exp->dev->ops->cancel(s->exp->dev, &t->u));
 		} else if (t && t->nextra < MAX_EXTRA_UNLINKS) {
 			t->extra_unlinks[t->nextra++] = h.seqnum; /* answered after the target */
 		} else if (t) {
@@ -1155,7 +1204,7 @@ static void session_end(struct session *s, const char *why)
 		for (size_t i = 0; i < n; i++) {
 			struct urb_ctx *c = hash_find(s, seqs[i]);
 			if (c)
-				s->exp->dev->ops->cancel(s->exp->dev, &c->u);
+				dev_call(srv, s->exp->dev->ops->cancel(s->exp->dev, &c->u));
 		}
 		free(seqs);
 	}
@@ -1196,7 +1245,7 @@ static void session_leave(struct session *s)
 static void on_session_io(void *arg, uint32_t events)
 {
 	struct session *s = arg;
-	s->depth++;
+	session_enter(s);
 	/* A paused reader would never see the end of the stream: a hang-up ends the session
 	 * (URBs in the device are cancelled; nobody is left to read their replies). */
 	if ((events & (UW_EV_HUP | UW_EV_ERR)) && (s->paused || s->close_after_flush))
@@ -1218,18 +1267,16 @@ static void on_session_io(void *arg, uint32_t events)
 		session_read(s);
 	if (s->st != S_DEAD)
 		session_kick(s); /* written replies may have freed room to read again */
-	s->depth--;
-	session_leave(s);
+	session_exit(s);
 }
 
 static void on_handshake_timeout(void *arg)
 {
 	struct session *s = arg;
 	s->hs_timer = NULL;
-	s->depth++;
+	session_enter(s);
 	session_end(s, "no complete request within the handshake deadline");
-	s->depth--;
-	session_leave(s);
+	session_exit(s);
 }
 
 static void on_first_byte_timeout(void *arg)
@@ -1604,13 +1651,12 @@ static void dev_notify(uw_dev *d, int event)
 	if (s && s->st == S_URB) {
 		/* Outstanding URBs finish with errors from the backend; their replies go out,
 		 * then the connection closes. */
-		s->depth++;
+		session_enter(s);
 		s->st = S_DRAIN;
 		if (s->inflight == 0)
 			s->close_after_flush = true;
 		session_kick(s);
-		s->depth--;
-		session_leave(s);
+		session_exit(s);
 	}
 }
 
@@ -1760,10 +1806,9 @@ void uw_server_shutdown(uw_server *srv, unsigned timeout_ms, uw_task_fn done, vo
 	struct session *s = srv->sessions;
 	while (s) {
 		struct session *next = s->next;
-		s->depth++;
+		session_enter(s);
 		session_end(s, "server shutting down");
-		s->depth--;
-		session_leave(s); /* may free s and call done */
+		session_exit(s); /* may free s and call done */
 		s = next;
 	}
 	check_shutdown_done(srv);

@@ -15,7 +15,10 @@
  * Reentrancy: transfer callbacks run inside libusb_handle_events, where libusb holds its
  * open-devices lock: opening or closing a handle there would deadlock. URB completions may make
  * the server release or destroy a device at once, so release and final close are posted to the
- * loop and run at the top level.
+ * loop and run at the top level. So is the start of URBs that wait behind a finished transfer:
+ * a special request among them would run libusb's synchronous calls (SET_CONFIGURATION, reset)
+ * inside its event callback (docs/architecture.md, "The server": no re-entry from a
+ * completion).
  */
 #include "uw_usbhost.h"
 
@@ -93,7 +96,9 @@ struct hdev {
 	bool release_pending;   /* release() called, teardown posted */
 	uw_loop_task release_t; /* posted by release(); posting cannot fail */
 	uw_loop_task final_t;   /* posted by destroy() */
-	bool destroyed;         /* the owner is done with it; waiting for the final close */
+	uw_loop_task pump_t;    /* posted by a completion with URBs waiting: pump_task() */
+	bool pump_posted;
+	bool destroyed; /* the owner is done with it; waiting for the final close */
 
 	int fd;
 	libusb_device_handle *uh;
@@ -732,6 +737,24 @@ static void pump(struct hdev *hd)
 	}
 }
 
+static void pump_task(void *arg)
+{
+	struct hdev *hd = arg;
+	hd->pump_posted = false;
+	if (!hd->destroyed)
+		pump(hd);
+}
+
+/* From a transfer callback: the waiting URBs start from a loop task, at the top level. */
+static void pump_later(struct hdev *hd)
+{
+	if (hd->destroyed || hd->pump_posted || !hd->waitq.head)
+		return;
+	hd->pump_posted = true;
+	hd->pump_t = (uw_loop_task){pump_task, hd, NULL};
+	uw_loop_post_task(hd->h->cfg.loop, &hd->pump_t);
+}
+
 static void LIBUSB_CALL on_transfer(struct libusb_transfer *t)
 {
 	struct hx *x = t->user_data;
@@ -808,8 +831,7 @@ static void LIBUSB_CALL on_transfer(struct libusb_transfer *t)
 		break;
 	}
 	hx_finish(x, status, actual);
-	if (!hd->destroyed)
-		pump(hd);
+	pump_later(hd);
 }
 
 /* ---- Special requests (docs/protocol.md, "Special requests") ------------------------------- */
@@ -1474,7 +1496,7 @@ static const struct uw_dev_ops hd_ops = {
 static void hd_finalize(struct hdev *hd)
 {
 	uw_usbhost *h = hd->h;
-	/* Whoever calls (its own task, or uw_usbhost_free), neither task may run after the free. */
+	/* Whoever calls (a task, or uw_usbhost_free), no task of hd may run after the free. */
 	uw_loop_cancel_task(h->cfg.loop, &hd->release_t);
 	uw_loop_cancel_task(h->cfg.loop, &hd->final_t);
 	if (hd->worker_init) {
@@ -1482,6 +1504,8 @@ static void hd_finalize(struct hdev *hd)
 		uw_hworker_fini(&hd->worker);
 		hd->worker_init = false;
 	}
+	uw_loop_cancel_task(h->cfg.loop, &hd->pump_t);
+	hd->pump_posted = false;
 	if (hd->inflight.head) {
 		struct timeval tv = {0, 100000};
 		for (int i = 0; i < CLOSE_WAIT_S * 10 && hd->inflight.head; i++)

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "uw_emu.h"
 #include "uw_server.h"
 #include "uw_uclient.h"
 #include "uw_test.h"
@@ -1253,6 +1254,195 @@ static void test_peer_limit_details(void)
 	t_ok(served == 3, "peer limit 2: 3 unix-socket connections are all kept (%d)", served);
 }
 
+/* ---- emu:storage behind the server: a completion that resumes a paused session ------------- */
+
+#define STOR_DEVID (7u << 16 | 2u)
+static uw_dev *stor;
+static char stor_img[64];
+static int stor_rc = -1;
+
+static void add_storage(void *arg)
+{
+	(void)arg;
+	char spec[128], err[256] = "";
+	snprintf(spec, sizeof spec, "emu:storage,file=%s", stor_img);
+	stor_rc = uw_emu_create(spec, "7-2", 7, 2, loop, NULL, &stor, err, sizeof err);
+	if (stor_rc == UW_OK)
+		stor_rc = uw_server_add_device(srv, stor);
+	else
+		t_diag("%s", err);
+}
+
+/* Appends one CMD_SUBMIT for the storage device to b at *n. */
+static void put_submit(uint8_t *b, size_t *n, uint32_t seq, uint32_t ep, uint32_t dir, int32_t len,
+                       const void *data, const uint8_t setup[8])
+{
+	uw_urb_hdr h = {.command = UW_CMD_SUBMIT,
+	                .seqnum = seq,
+	                .devid = STOR_DEVID,
+	                .direction = dir,
+	                .ep = ep};
+	h.u.submit.transfer_buffer_length = len;
+	h.u.submit.start_frame = 0;
+	if (setup)
+		memcpy(h.u.submit.setup, setup, 8);
+	uw_urb_hdr_encode(&h, b + *n);
+	*n += 48;
+	if (dir == UW_DIR_OUT && len > 0) {
+		memcpy(b + *n, data, (size_t)len);
+		*n += (size_t)len;
+	}
+}
+
+/* A Bulk-Only CBW for a 10-byte CDB: READ(10) or WRITE(10) of one block at lba. */
+static void cbw10(uint8_t cbw[31], uint32_t tag, bool in, uint8_t op, uint8_t flags, uint32_t lba)
+{
+	memset(cbw, 0, 31);
+	memcpy(cbw, "USBC", 4);
+	memcpy(cbw + 4, &tag, 4); /* little-endian hosts only, as the rest of the suite */
+	uint32_t len = 512;
+	memcpy(cbw + 8, &len, 4);
+	cbw[12] = in ? 0x80 : 0;
+	cbw[14] = 10;
+	uint8_t cdb[10] = {op,
+	                   flags,
+	                   (uint8_t)(lba >> 24),
+	                   (uint8_t)(lba >> 16),
+	                   (uint8_t)(lba >> 8),
+	                   (uint8_t)lba,
+	                   0,
+	                   0,
+	                   1,
+	                   0};
+	memcpy(cbw + 15, cdb, 10);
+}
+
+/*
+ * Pipelined, as docs/architecture.md ("The server") allows: READ(10) of one block (CBW, its data
+ * IN, the IN for its CSW), WRITE(10) with FUA (CBW, data OUT), then one more IN header while the
+ * session is at its in-flight limit (4 here), so the session is paused. The READ's data
+ * completion resumes the session; the device must still run one command after the other: every
+ * URB answered, the right CSW in each status IN, the write on the medium, and the device free
+ * again after the client leaves.
+ */
+static void test_storage_pipelined(void)
+{
+	snprintf(stor_img, sizeof stor_img, "/tmp/test_server.XXXXXX");
+	int ifd = mkstemp(stor_img);
+	uint8_t block[512];
+	bool made = ifd >= 0;
+	for (uint32_t b = 0; made && b < 16; b++) {
+		memset(block, (int)(0x10 + b), sizeof block);
+		made = write(ifd, block, sizeof block) == (ssize_t)sizeof block;
+	}
+	if (made)
+		on_loop(add_storage, NULL);
+	if (!t_ok(made && stor_rc == UW_OK, "storage: emu:storage exported as 7-2")) {
+		if (ifd >= 0)
+			close(ifd);
+		return;
+	}
+	uint32_t st;
+	int fd = import_dev("7-2", &st);
+	if (!t_ok(fd >= 0, "storage: imported")) {
+		close(ifd);
+		return;
+	}
+	static const uint8_t SET_CONFIG_1[8] = {0x00, 9, 1, 0, 0, 0, 0, 0};
+	uint8_t msgs[8 * 48 + 2 * 31 + 512];
+	size_t n = 0;
+	struct reply r;
+	put_submit(msgs, &n, 1, 0, UW_DIR_OUT, 0, NULL, SET_CONFIG_1);
+	send_all(fd, msgs, n);
+	if (!t_ok(read_reply(fd, &r) == 0 && r.seq == 1 && r.status == 0,
+	          "storage: SET_CONFIGURATION(1)")) {
+		close(fd);
+		close(ifd);
+		return;
+	}
+
+	uint8_t cbw_r[31], cbw_w[31], wdata[512];
+	cbw10(cbw_r, 0xa1, true, 0x28, 0, 3);     /* READ(10), LBA 3 */
+	cbw10(cbw_w, 0xa2, false, 0x2a, 0x08, 5); /* WRITE(10) FUA, LBA 5 */
+	memset(wdata, 0x5a, sizeof wdata);
+	n = 0;
+	put_submit(msgs, &n, 10, 2, UW_DIR_OUT, 31, cbw_r, NULL);
+	put_submit(msgs, &n, 11, 1, UW_DIR_IN, 512, NULL, NULL);
+	put_submit(msgs, &n, 12, 1, UW_DIR_IN, 13, NULL, NULL);
+	put_submit(msgs, &n, 13, 2, UW_DIR_OUT, 31, cbw_w, NULL);
+	put_submit(msgs, &n, 14, 2, UW_DIR_OUT, 512, wdata, NULL);
+	put_submit(msgs, &n, 15, 1, UW_DIR_IN, 13, NULL, NULL);
+	send_all(fd, msgs, n); /* one write: the server parses it in one go */
+
+	/* Six answers, each seqnum once; what each carries. */
+	bool seen[6] = {false};
+	bool ok_data = false, ok_csw_r = false, ok_csw_w = false, ok_out = false;
+	int answers = 0;
+	for (int i = 0; i < 6; i++) {
+		uint8_t p[512];
+		if (read_reply(fd, &r) < 0 || r.cmd != UW_RET_SUBMIT || r.seq < 10 || r.seq > 15 ||
+		    seen[r.seq - 10] || r.actual < 0 || r.actual > 512)
+			break;
+		seen[r.seq - 10] = true;
+		answers++;
+		bool in = r.seq == 11 || r.seq == 12 || r.seq == 15;
+		if (in && r.actual > 0 && recv_all(fd, p, (size_t)r.actual) < 0)
+			break;
+		memset(block, 0x13, sizeof block);
+		if (r.seq == 11)
+			ok_data = r.status == 0 && r.actual == 512 && memcmp(p, block, 512) == 0;
+		if (r.seq == 12 || r.seq == 15) {
+			uint32_t tag = r.seq == 12 ? 0xa1 : 0xa2;
+			bool csw = r.status == 0 && r.actual == 13 && memcmp(p, "USBS", 4) == 0 &&
+			           memcmp(p + 4, &tag, 4) == 0 &&
+			           memcmp(p + 8, "\0\0\0\0\0", 5) == 0;
+			if (!csw)
+				t_diag("seqnum %u: status %d, %d bytes, tag %02x", r.seq, r.status,
+				       r.actual, r.actual >= 8 ? p[4] : 0);
+			*(r.seq == 12 ? &ok_csw_r : &ok_csw_w) = csw;
+		}
+		if (r.seq == 14)
+			ok_out = r.status == 0 && r.actual == 512;
+	}
+	t_ok(answers == 6, "storage pipelined: all six URBs answered (%d were)", answers);
+	t_ok(ok_data, "storage pipelined: the READ's data IN has block 3");
+	t_ok(ok_csw_r,
+	     "storage pipelined: the IN after the READ's data carries the READ's CSW (passed)");
+	t_ok(ok_out, "storage pipelined: the WRITE's data OUT is taken (512 bytes)");
+	t_ok(ok_csw_w, "storage pipelined: the last IN carries the WRITE's CSW (passed)");
+	uint8_t on_disk[512];
+	memset(block, 0x5a, sizeof block);
+	t_ok(answers == 6 && pread(ifd, on_disk, 512, 5 * 512) == 512 &&
+	         memcmp(on_disk, block, 512) == 0,
+	     "storage pipelined: block 5 holds the written data");
+	/* Whatever happened: an unlink of the WRITE's data URB is answered. */
+	uint8_t ul[48];
+	uw_urb_hdr h = {.command = UW_CMD_UNLINK, .seqnum = 16, .devid = STOR_DEVID};
+	h.u.unlink.seqnum = 14;
+	uw_urb_hdr_encode(&h, ul);
+	send_all(fd, ul, 48);
+	t_ok(read_reply(fd, &r) == 0 && r.cmd == UW_RET_UNLINK && r.seq == 16,
+	     "storage pipelined: a CMD_UNLINK of the WRITE's data URB is answered");
+	close(fd);
+	/* The device is released after the client leaves: it can be imported again. */
+	fd = -1;
+	for (int k = 0; k < 300 && fd < 0; k++) {
+		fd = import_dev("7-2", &st);
+		if (fd < 0) {
+			struct timespec ts = {0, 10 * 1000 * 1000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	t_ok(fd >= 0,
+	     "storage pipelined: the device is importable again after the client left "
+	     "(last status %u)",
+	     st);
+	if (fd >= 0)
+		close(fd);
+	close(ifd);
+	unlink(stor_img);
+}
+
 int main(void)
 {
 	loop = uw_loop_new();
@@ -1291,6 +1481,7 @@ int main(void)
 	test_first_byte();
 	test_emfile();
 	test_peer_limit_details();
+	test_storage_pipelined();
 
 	uw_loop_stop(loop);
 	pthread_join(loop_thread, NULL);

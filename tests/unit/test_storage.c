@@ -37,11 +37,19 @@ typedef struct turb {
 static turb *all_urbs;
 static int total_completions;
 
+/* When after completes, next is submitted to reenter_dev from inside the completion. */
+static uw_dev *reenter_dev;
+static struct turb *reenter_after, *reenter_next;
+
 static void on_done(uw_urb *u)
 {
 	turb *t = u->owner;
 	t->completions++;
 	total_completions++;
+	if (t == reenter_after && reenter_dev) {
+		reenter_after = NULL;
+		reenter_dev->ops->submit(reenter_dev, &reenter_next->u);
+	}
 }
 
 static turb *turb_new(uint8_t ep, uint8_t dir, uint8_t xfer, uint32_t len, uint32_t flags)
@@ -695,6 +703,56 @@ static void test_invalid_cbw(uw_dev *d)
 	}
 }
 
+/* A host that submits from inside a completion (the next bulk IN as the READ's data comes back)
+ * while further commands are queued: each command still runs after the one before, every URB
+ * completes once, and each status IN carries its own command's CSW. */
+static void test_reentrant_completion(uw_dev *d, int fd)
+{
+	uint8_t c[10], cbw_w[31] = {0}, wdata[512];
+	cdb10(c, 0x28, 3, 1);
+	uint32_t tag_r = send_cbw(d, 512, true, c, 10);
+	turb *data = bulk(d, UW_DIR_IN, 512, 0, NULL);
+	turb *csw_r = bulk(d, UW_DIR_IN, 13, 0, NULL);
+	uint32_t tag_w = next_tag++;
+	put_le32(cbw_w, 0x43425355);
+	put_le32(cbw_w + 4, tag_w);
+	put_le32(cbw_w + 8, 512);
+	cbw_w[14] = 10;
+	cdb10(cbw_w + 15, 0x2a, 9, 1);
+	cbw_w[16] = 0x08; /* FUA: the WRITE ends with a sync job */
+	turb *cmd_w = bulk(d, UW_DIR_OUT, 31, 0, cbw_w);
+	memset(wdata, 0xc3, sizeof wdata);
+	turb *out = bulk(d, UW_DIR_OUT, 512, 0, wdata);
+	turb *csw_w = turb_new(EP_IN, UW_DIR_IN, UW_XFER_BULK, 13, 0);
+	reenter_dev = d;
+	reenter_after = data;
+	reenter_next = csw_w;
+	bool done = wait_for(data) && wait_for(csw_r) && wait_for(cmd_w) && wait_for(out) &&
+	            wait_for(csw_w);
+	reenter_dev = NULL;
+	t_ok(done,
+	     "re-entrant submit: every URB completes (data %d, READ CSW %d, CBW %d, data out "
+	     "%d, WRITE CSW %d)",
+	     data->completions, csw_r->completions, cmd_w->completions, out->completions,
+	     csw_w->completions);
+	uint8_t disk[512];
+	t_ok(data->u.status == 0 && data->u.actual == 512 && pread(fd, disk, 512, 3 * 512) == 512 &&
+	         memcmp(disk, data->buf, 512) == 0,
+	     "re-entrant submit: the READ's data");
+	t_ok(csw_r->u.status == 0 && csw_r->u.actual == 13 && le32(csw_r->buf + 4) == tag_r &&
+	         csw_r->buf[12] == 0,
+	     "re-entrant submit: the IN after the data carries the READ's CSW (%d bytes, tag "
+	     "%08x)",
+	     csw_r->u.actual, le32(csw_r->buf + 4));
+	t_ok(out->u.status == 0 && out->u.actual == 512, "re-entrant submit: the WRITE's data");
+	t_ok(csw_w->u.status == 0 && csw_w->u.actual == 13 && le32(csw_w->buf + 4) == tag_w &&
+	         csw_w->buf[12] == 0,
+	     "re-entrant submit: the next IN carries the WRITE's CSW (%d bytes, tag %08x)",
+	     csw_w->u.actual, le32(csw_w->buf + 4));
+	t_ok(pread(fd, disk, 512, 9 * 512) == 512 && memcmp(disk, wdata, 512) == 0,
+	     "re-entrant submit: block 9 holds the data written");
+}
+
 static void test_cancel(uw_dev *d)
 {
 	/* A queued bulk IN URB (no command) is cancelled exactly once. */
@@ -787,6 +845,7 @@ int main(void)
 	test_read_write(d, fd);
 	test_cases(d);
 	test_invalid_cbw(d);
+	test_reentrant_completion(d, fd);
 	test_cancel(d);
 	test_teardown(d); /* destroys d */
 
