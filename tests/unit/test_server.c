@@ -244,7 +244,7 @@ static int recv_all(int fd, void *p, size_t n)
 	uint8_t *b = p;
 	while (n) {
 		struct pollfd pf = {fd, POLLIN, 0};
-		if (poll(&pf, 1, 3000) <= 0)
+		if (poll(&pf, 1, 60000) <= 0) /* a safety net: replies come at once */
 			return -1;
 		ssize_t k = recv(fd, b, n, 0);
 		if (k <= 0)
@@ -261,7 +261,7 @@ static bool sees_eof(int fd)
 	uint8_t junk[4096];
 	for (;;) {
 		struct pollfd pf = {fd, POLLIN, 0};
-		if (poll(&pf, 1, 3000) <= 0)
+		if (poll(&pf, 1, 60000) <= 0) /* a safety net: replies come at once */
 			return false;
 		ssize_t k = recv(fd, junk, sizeof junk, 0);
 		if (k == 0)
@@ -302,7 +302,7 @@ static int import_dev(const char *busid, uint32_t *status)
 static int import_when_released(uint32_t *st)
 {
 	int fd = -1;
-	for (int k = 0; k < 200 && fd < 0; k++) {
+	for (int k = 0; k < 6000 && fd < 0; k++) { /* a minute at most: a safety net */
 		fd = import_dev("7-1", st);
 		if (fd < 0) {
 			struct timespec ts = {0, 10 * 1000 * 1000};
@@ -551,7 +551,7 @@ static void test_urbs(void)
 	read_reply(fd, &r);
 	recv_all(fd, data, 18);
 	close(fd);
-	for (int i = 0; i < 300 && td.releases == rel; i++) {
+	for (int i = 0; i < 6000 && td.releases == rel; i++) {
 		struct timespec ts = {0, 10 * 1000 * 1000};
 		nanosleep(&ts, NULL);
 	}
@@ -875,7 +875,7 @@ static void test_drain_half_close(void)
 		return;
 	int base = td.submits;
 	submit(fd, 900, 1, UW_DIR_IN, 16, NULL, NULL, 0, NULL); /* ep 1 IN: held by the device */
-	for (int i = 0; i < 2000 && td.submits == base; i++) {
+	for (int i = 0; i < 60000 && td.submits == base; i++) {
 		struct timespec ts = {0, 1000000};
 		nanosleep(&ts, NULL);
 	}
@@ -942,6 +942,26 @@ static int log_count(size_t from, const char *w1, const char *w2)
 	return n;
 }
 
+/* The sum of N over log lines (from offset from) holding "refused N connections from WHO". */
+static int log_refused_sum(size_t from, const char *who)
+{
+	int sum = 0;
+	char key[64];
+	pthread_mutex_lock(&log_lock);
+	for (char *p = log_text + (from < log_len ? from : log_len), *nl; *p; p = nl + 1) {
+		nl = strchr(p, '\n');
+		*nl = 0;
+		const char *r = strstr(p, "refused ");
+		int n;
+		snprintf(key, sizeof key, " connections from %s ", who);
+		if (r && strstr(p, key) && sscanf(r, "refused %d connections", &n) == 1)
+			sum += n;
+		*nl = '\n';
+	}
+	pthread_mutex_unlock(&log_lock);
+	return sum;
+}
+
 static size_t log_mark(void)
 {
 	pthread_mutex_lock(&log_lock);
@@ -957,7 +977,10 @@ static void add_listener2(void *arg)
 
 static void start_srv2(void)
 {
-	struct uw_server_config cfg = {.loop = loop, .log = {capture_log, NULL, UW_LOG_DEBUG}};
+	/* A ten-minute handshake deadline: only the first-byte deadline can close a silent
+	 * connection within a test, and its log line tells which one did. */
+	struct uw_server_config cfg = {
+	    .loop = loop, .log = {capture_log, NULL, UW_LOG_DEBUG}, .handshake_ms = 600000};
 	srv2 = uw_server_new(&cfg);
 	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -1064,8 +1087,8 @@ static void test_per_peer_cap(void)
 			close(fds[i]);
 }
 
-/* A connection that never sends a byte is closed well before the handshake deadline (10 s on
- * srv2); one that has sent a byte is not closed by that. */
+/* A connection that never sends a byte is closed by the first-byte deadline (the handshake
+ * deadline of srv2 is ten minutes); one that has sent a byte is not closed by that. */
 static void test_first_byte(void)
 {
 	size_t mark = log_mark();
@@ -1074,7 +1097,7 @@ static void test_first_byte(void)
 	if (!t_ok(silent >= 0 && spoke >= 0, "first byte: connected"))
 		return;
 	send_all(spoke, "\x01", 1);
-	t_ok(closed_within(silent, 8000),
+	t_ok(closed_within(silent, 120000),
 	     "first byte: a connection that sends nothing is closed before the handshake deadline");
 	t_ok(log_count(mark, "first byte", NULL) == 1,
 	     "first byte: one log line names the first-byte deadline");
@@ -1111,7 +1134,7 @@ static void test_emfile(void)
 		conn = conn && connect(cl[i], (struct sockaddr *)&dst, sizeof dst) == 0;
 	t_ok(conn && errno == EMFILE, "emfile: %d descriptors filled, %d clients queued", nfill,
 	     CLIENTS);
-	for (int i = 0; i < 500 && log_count(mark, "Too many open files", NULL) == 0; i++) {
+	for (int i = 0; i < 6000 && log_count(mark, "Too many open files", NULL) == 0; i++) {
 		struct timespec ts = {0, 10 * 1000 * 1000};
 		nanosleep(&ts, NULL);
 	}
@@ -1202,22 +1225,25 @@ static void test_peer_limit_details(void)
 	int refused = 0;
 	for (int i = 0; i < 5; i++) {
 		extra[i] = tcp_connect_to(srv3_port, 4);
-		if (closed_within(extra[i], 3000))
+		if (closed_within(extra[i], 60000))
 			refused++;
 		close(extra[i]);
 	}
 	t_ok(refused == 5, "peer limit 2: the next 5 connections are closed at once (%d)", refused);
-	for (int i = 0; i < 500 && !log_count(mark, "refused 4 connections from 127.0.0.4", NULL);
-	     i++) {
+	/* The other 4 are counted in summary lines, one per 200 ms interval: one line when they
+	 * came within an interval, more on a slow machine, but never one line each. */
+	for (int i = 0; i < 6000 && log_refused_sum(mark, "127.0.0.4") < 4; i++) {
 		struct timespec ts = {0, 10 * 1000 * 1000};
 		nanosleep(&ts, NULL);
 	}
-	t_ok(log_count(mark, "127.0.0.4", "refused") == 2 &&
-	         log_count(mark,
-	                   "refused 4 connections from 127.0.0.4 over the per-peer limit (2) "
-	                   "in the last 1 s",
-	                   NULL) == 1,
-	     "peer limit 2: the first refusal is logged, then one line counts the other 4");
+	int firsts = log_count(mark, "127.0.0.4", "already, the per-peer limit");
+	int summaries =
+	    log_count(mark, "from 127.0.0.4 over the per-peer limit (2) in the last", NULL);
+	t_ok(firsts == 1 && log_refused_sum(mark, "127.0.0.4") == 4 && summaries >= 1 &&
+	         summaries < 4 && log_count(mark, "127.0.0.4", "refused") == 1 + summaries,
+	     "peer limit 2: the first refusal is logged, then summary lines count the other 4 "
+	     "(%d lines)",
+	     summaries);
 
 	/* A client that closes and at once reconnects is not refused for its closed connections,
 	 * even when the new connection is accepted before the old ones' hang-ups are handled. */
@@ -1426,7 +1452,7 @@ static void test_storage_pipelined(void)
 	close(fd);
 	/* The device is released after the client leaves: it can be imported again. */
 	fd = -1;
-	for (int k = 0; k < 300 && fd < 0; k++) {
+	for (int k = 0; k < 6000 && fd < 0; k++) {
 		fd = import_dev("7-2", &st);
 		if (fd < 0) {
 			struct timespec ts = {0, 10 * 1000 * 1000};
