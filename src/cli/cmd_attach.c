@@ -544,7 +544,48 @@ static void server_of(int fd, char *key, size_t n, char *serv, size_t sn)
 	} else {
 		snprintf(serv, sn, "0");
 	}
+	/* A unix peer is named with its process id: a server that restarts is the same server. */
+	char *pid = strstr(name, "(pid=");
+	if (pid) {
+		char *comma = strchr(pid, ',');
+		if (comma)
+			memmove(pid + 1, comma + 1, strlen(comma + 1) + 1);
+	}
 	snprintf(key, n, "%s", name);
+}
+
+/* A new entry for server/busid: a free slot, or the oldest one not attached. NULL when every
+ * slot holds an attached device. */
+static struct offered *new_offered(struct offered *v, size_t *n, const char *server,
+                                   const char *busid)
+{
+	struct offered *e = NULL;
+	if (*n < MAX_OFFERED) {
+		e = &v[(*n)++];
+	} else {
+		for (size_t i = 0; i < *n && !e; i++)
+			if (!v[i].attached) {
+				memmove(&v[i], &v[i + 1], (*n - i - 1) * sizeof *v);
+				e = &v[*n - 1];
+			}
+	}
+	if (e) {
+		*e = (struct offered){0};
+		snprintf(e->server, sizeof e->server, "%s", server);
+		snprintf(e->busid, sizeof e->busid, "%s", busid);
+	}
+	return e;
+}
+
+/* Busids from the network are printed and written to the vhci record: printable only. */
+static bool busid_ok(const char *b)
+{
+	if (!b[0])
+		return false;
+	for (const unsigned char *p = (const unsigned char *)b; *p; p++)
+		if (*p <= 0x20 || *p >= 0x7f)
+			return false;
+	return true;
 }
 
 static struct offered *find_offered(struct offered *v, size_t n, const char *server,
@@ -566,12 +607,8 @@ static void listen_one(const struct opts *o, int fd, struct offered *v, size_t *
 	struct offered *pick = NULL;
 	if (o->busid) {
 		pick = find_offered(v, *n, server, o->busid);
-		if (!pick && *n < MAX_OFFERED) {
-			pick = &v[(*n)++];
-			*pick = (struct offered){0};
-			snprintf(pick->server, sizeof pick->server, "%s", server);
-			snprintf(pick->busid, sizeof pick->busid, "%s", o->busid);
-		}
+		if (!pick)
+			pick = new_offered(v, n, server, o->busid);
 		if (pick && pick->attached)
 			pick = NULL; /* the server offers another device: not wanted */
 	} else {
@@ -589,17 +626,20 @@ static void listen_one(const struct opts *o, int fd, struct offered *v, size_t *
 			uw_logf(lg, UW_LOG_WARN, "listen: %s: device list failed: %s", server, err);
 			return;
 		}
-		size_t added = 0;
+		size_t added = 0, bad = 0;
 		for (size_t i = 0; i < l.n; i++) {
 			const char *b = l.devs[i].dev.busid;
-			if (find_offered(v, *n, server, b) || *n >= MAX_OFFERED)
+			if (!busid_ok(b)) {
+				bad++;
 				continue;
-			v[*n] = (struct offered){0};
-			snprintf(v[*n].server, sizeof v[*n].server, "%s", server);
-			snprintf(v[*n].busid, sizeof v[*n].busid, "%s", b);
-			(*n)++;
-			added++;
+			}
+			if (!find_offered(v, *n, server, b) && new_offered(v, n, server, b))
+				added++;
 		}
+		if (bad)
+			uw_logf(lg, UW_LOG_WARN,
+			        "listen: %s: %zu busid(s) with blanks or control bytes ignored",
+			        server, bad);
 		uw_logf(lg, UW_LOG_INFO, "listen: %s offers %zu device(s), %zu new", server, l.n,
 		        added);
 		uw_devlist_free(&l);
@@ -616,8 +656,17 @@ static void listen_one(const struct opts *o, int fd, struct offered *v, size_t *
 	oo.port = (uint16_t)atoi(serv);
 	struct attached a;
 	if (attach_fd(&oo, fd, &a, false, err, sizeof err) != UW_OK) {
-		pick->tried_at = now_ms();
 		uw_logf(lg, UW_LOG_WARN, "listen: %s/%s: %s", server, pick->busid, err);
+		if (o->busid) {
+			pick->tried_at = now_ms();
+		} else {
+			/* Gone, taken or broken there: forget it, so that the next connection from
+			 * that server asks for its device list again (which may hold new devices).
+			 */
+			size_t i = (size_t)(pick - v);
+			memmove(&v[i], &v[i + 1], (*n - i - 1) * sizeof *v);
+			(*n)--;
+		}
 		return;
 	}
 	pick->attached = true;
@@ -683,7 +732,9 @@ static int attach_listen(const struct opts *o)
 				continue;
 			if (w == W_ERROR)
 				uw_vhci_detach(cli_vhci_root(), v[i].a.port, NULL);
-			uw_vhci_record_remove(cli_vhci_record_dir(), v[i].a.port);
+			/* The record is ours only while the port holds our device or nothing. */
+			if (w != W_OTHER)
+				uw_vhci_record_remove(cli_vhci_record_dir(), v[i].a.port);
 			v[i].attached = false;
 			uw_logf(&lg, UW_LOG_INFO,
 			        "listen: dropped: %s/%s on port %u; it is attached again when its "

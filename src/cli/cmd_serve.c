@@ -98,7 +98,7 @@ static void serve_usage(FILE *f)
 	           "      --max-sessions N      connections at once (256; lowered to what the\n"
 	           "                            open-file limit allows)\n"
 	           "      --max-per-peer N      connections at once from one IP address (16;\n"
-	           "                            unix-socket peers are not limited)\n"
+	           "                            unix and vsock peers are not limited)\n"
 	           "  -v, --verbose             log every connection\n"
 	           "  -q, --quiet               log only warnings and errors\n");
 }

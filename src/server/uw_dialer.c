@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "uw_error.h"
@@ -15,7 +16,8 @@
 #define CONNECT_TIMEOUT_MS 10000
 #define BACKOFF_MIN_MS     1000u
 #define BACKOFF_MAX_MS     60000u
-#define MAX_IDLE           16u /* idle connections at once, whatever the number of devices */
+#define MAX_IDLE           16u    /* idle connections at once, whatever the number of devices */
+#define STABLE_MS          30000u /* a session this long resets the backoff */
 
 struct result {
 	struct result *next;
@@ -31,7 +33,15 @@ struct conn {
 	struct conn *next, *prev;
 	uw_dialer *d;
 	bool imported;
+	uint64_t imported_at; /* CLOCK_MONOTONIC ms */
 };
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 struct uw_dialer {
 	uw_loop *loop;
@@ -147,8 +157,8 @@ static void on_conn(void *arg, enum uw_conn_event ev)
 	uw_dialer *d = c->d;
 	if (ev == UW_CONN_IMPORTED) {
 		c->imported = true;
+		c->imported_at = mono_ms();
 		d->idle--;
-		d->backoff_ms = BACKOFF_MIN_MS;
 		kick(d);
 		return;
 	}
@@ -156,8 +166,14 @@ static void on_conn(void *arg, enum uw_conn_event ev)
 		/* Ended in the op phase: a device list, a refusal, or the peer left. Dialing again
 		 * at once could spin against a peer that closes everything; wait first. */
 		d->idle--;
-		schedule_retry(d);
+	} else if (mono_ms() - c->imported_at >= STABLE_MS) {
+		/* A session that lasted: the next one starts the backoff over. */
+		d->backoff_ms = BACKOFF_MIN_MS;
 	}
+	/* Either way the next dial waits, and the wait doubles while sessions stay short: a peer
+	 * that imports and leaves at once cannot drive an import/release loop (for a real
+	 * device, a claim and a reset each time). */
+	schedule_retry(d);
 	if (c->prev)
 		c->prev->next = c->next;
 	else

@@ -8,7 +8,8 @@
  * The dialer keeps one idle connection (dialed, waiting for the client's request) per exported
  * device that nobody holds. A connection that imports a device becomes an ordinary session; one
  * that ends without an import (a device list, a refusal, a peer that went away) is redialed after
- * a delay that doubles up to a minute (one second after an import). Connecting (name resolution,
+ * a delay that doubles up to a minute, and so is the device a short session released (a session
+ * of 30 s or more starts the delay over at one second). Connecting (name resolution,
  * connect, Firecracker's handshake) runs on a thread of its own, so a peer that is down or slow
  * never stalls the loop. Everything else runs on the loop thread.
  */

@@ -1877,10 +1877,13 @@ void uw_server_get_stats(const uw_server *srv, struct uw_server_stats *out)
 	*out = srv->stats;
 	unsigned n = 0, d = 0;
 	for (size_t i = 0; i < srv->nexports; i++) {
+		/* A device that left while imported is neither exported nor held any more, even
+		 * while its session drains. */
+		if (srv->exports[i].gone || srv->exports[i].removed)
+			continue;
+		d++;
 		if (srv->exports[i].owner)
 			n++;
-		if (!srv->exports[i].gone && !srv->exports[i].removed)
-			d++;
 	}
 	out->imported = n;
 	out->devices = d;

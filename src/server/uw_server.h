@@ -27,7 +27,8 @@ struct uw_server_config {
 	size_t max_bytes;      /* URB buffer bytes per session before reading pauses (64 MiB) */
 	unsigned max_sessions; /* connections at once (256) */
 	/* Connections at once from one IP address (16); IPv4-mapped IPv6 counts as its IPv4
-	 * address. Peers without an IP address (unix sockets, socketpairs) are not limited. */
+	 * address. Peers without an IP address (unix sockets, vsock, socketpairs) are not limited.
+	 */
 	unsigned max_per_peer;
 	/* Deadline for a connection's first byte (3000); none when not below handshake_ms. */
 	unsigned first_byte_ms;
@@ -103,7 +104,7 @@ void uw_server_free(uw_server *s);
 struct uw_server_stats {
 	unsigned sessions;        /* open now */
 	unsigned devices;         /* exported now (not gone) */
-	unsigned imported;        /* devices imported now */
+	unsigned imported;        /* devices imported now (of those exported) */
 	uint64_t accepted;        /* connections ever */
 	uint64_t protocol_errors; /* connections closed for bad input */
 	uint64_t refused;         /* connections closed at once: over a limit, shutting down */

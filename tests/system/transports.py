@@ -280,6 +280,39 @@ def test_reverse(tap, build, work):
                 tap.ok(not problems, f"reverse: server {s.name} exits 0 on SIGTERM, no "
                        "sanitizer report", "\n".join(problems))
 
+    def short_sessions():
+        # A client that imports and leaves at once: the device is offered again after a wait
+        # that doubles (1 s, 2 s, ...), not at once (a tight import/release loop). Only lower
+        # bounds on the waits: a slow machine makes them longer, never shorter.
+        ls2 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ls2.bind(("127.0.0.1", 0))
+        ls2.listen(32)
+        p2 = ls2.getsockname()[1]
+        s = Server(build, work, "reverse4", extra=["--connect", f"127.0.0.1:{p2}"]).start()
+        idle = []
+        try:
+            idle = accept_n(ls2, 4)  # one per free device
+            c = idle.pop()
+            gaps = []
+            for _ in range(2):
+                use_sink(adopt(c))
+                c.close()
+                t = time.monotonic()
+                c = accept_n(ls2, 1)[0]
+                gaps.append(time.monotonic() - t)
+            c.close()
+            for x in idle:
+                x.close()
+            check(gaps[0] >= 0.9 and gaps[1] >= 1.9,
+                  f"after short sessions the server dialed again after {gaps[0]:.2f} s and "
+                  f"{gaps[1]:.2f} s; want at least 1 s, then 2 s")
+        finally:
+            ls2.close()
+            problems = s.stop()
+        check(not problems, "\n".join(problems))
+    tap.run("reverse: a client that imports and leaves at once is dialed again after 1 s, "
+            "then 2 s (no import/release loop)", short_sessions)
+
     def unreachable():
         # Nobody listens there: one warning, the server keeps serving its listener.
         p = free_port()
