@@ -376,19 +376,27 @@ static bool record_gone(const struct attached *a)
 	       uw_vhci_record_read(cli_vhci_record_dir(), a->port, &r) == UW_E_NOTFOUND;
 }
 
-static int persist(const struct opts *o)
+/* SIGINT and SIGTERM set sig_seen and wake wait_or_signal()/poll through sig_pipe. */
+static bool catch_signals(void)
 {
-	uw_logger lg;
-	cli_logger(&lg, UW_LOG_INFO);
 	if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
 		cli_err("attach: pipe: %s", strerror(errno));
-		return 1;
+		return false;
 	}
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	return true;
+}
+
+static int persist(const struct opts *o)
+{
+	uw_logger lg;
+	cli_logger(&lg, UW_LOG_INFO);
+	if (!catch_signals())
+		return 1;
 
 	char err[1024];
 	int delay = BACKOFF_FIRST_MS;
@@ -696,15 +704,8 @@ static int attach_listen(const struct opts *o)
 	}
 	char sockfile[UW_ADDR_PATH_MAX + 16];
 	bool has_file = uw_addr_listen_path(&addr, sockfile, sizeof sockfile);
-	if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
-		cli_err("attach: pipe: %s", strerror(errno));
+	if (!catch_signals())
 		return 1;
-	}
-	struct sigaction sa = {.sa_handler = on_signal};
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
 	char name[UW_ADDR_PATH_MAX + 300];
 	uw_addr_format(&addr, name, sizeof name);
 	uw_logf(&lg, UW_LOG_INFO,

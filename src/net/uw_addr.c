@@ -207,57 +207,6 @@ static int left_ms(uint64_t deadline)
 	return n >= deadline ? 0 : (int)(deadline - n);
 }
 
-/* Connects a fresh socket of sa's family within timeout_ms; returns the fd (blocking) or
- * -errno. */
-static int connect_sa(const struct sockaddr *sa, socklen_t sl, int timeout_ms)
-{
-	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, sa, sl) < 0) {
-		int e = errno;
-		/* A unix socket whose backlog is full answers EAGAIN: wait for it like a TCP
-		 * connection in progress. */
-		if (e != EINPROGRESS && e != EAGAIN) {
-			close(fd);
-			return -e;
-		}
-		if (e == EAGAIN) {
-			uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-			while (connect(fd, sa, sl) < 0) {
-				if (errno != EAGAIN || left_ms(deadline) == 0) {
-					e = errno == EAGAIN ? ETIMEDOUT : errno;
-					close(fd);
-					return -e;
-				}
-				struct timespec ts = {0, 10 * 1000 * 1000};
-				nanosleep(&ts, NULL);
-			}
-		} else {
-			struct pollfd p = {.fd = fd, .events = POLLOUT};
-			int r;
-			do {
-				r = poll(&p, 1, timeout_ms);
-			} while (r < 0 && errno == EINTR);
-			if (r <= 0) {
-				e = r == 0 ? ETIMEDOUT : errno;
-				close(fd);
-				return -e;
-			}
-			int soerr = 0;
-			socklen_t l = sizeof soerr;
-			getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &l);
-			if (soerr) {
-				close(fd);
-				return -soerr;
-			}
-		}
-	}
-	int fl = fcntl(fd, F_GETFL);
-	fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-	return fd;
-}
-
 static void unix_sa(const char *path, struct sockaddr_un *sun, socklen_t *sl)
 {
 	memset(sun, 0, sizeof *sun);
@@ -381,7 +330,7 @@ int uw_addr_connect(const uw_addr *a, int timeout_ms, int *fd, char *err, size_t
 		socklen_t sl;
 		unix_sa(a->path, &sun, &sl);
 		uint64_t deadline = now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
-		int r = connect_sa((struct sockaddr *)&sun, sl, timeout_ms);
+		int r = uw_net_connect_sa((struct sockaddr *)&sun, sl, timeout_ms);
 		if (r < 0) {
 			if (a->kind == UW_ADDR_FC_VSOCK) {
 				char sock[UW_ADDR_PATH_MAX + 8];
@@ -407,7 +356,7 @@ int uw_addr_connect(const uw_addr *a, int timeout_ms, int *fd, char *err, size_t
 	case UW_ADDR_VSOCK: {
 		struct sockaddr_vm svm = {
 		    .svm_family = AF_VSOCK, .svm_cid = a->cid, .svm_port = a->port};
-		int r = connect_sa((struct sockaddr *)&svm, sizeof svm, timeout_ms);
+		int r = uw_net_connect_sa((struct sockaddr *)&svm, sizeof svm, timeout_ms);
 		if (r < 0)
 			return vsock_err("connect to", name, -r, err, errlen);
 		*fd = r;
@@ -432,7 +381,7 @@ static int listen_unix(const char *path, const char *name, int *out, char *err, 
 		struct sockaddr_un sun;
 		socklen_t sl;
 		unix_sa(path, &sun, &sl);
-		int c = connect_sa((struct sockaddr *)&sun, sl, 1000);
+		int c = uw_net_connect_sa((struct sockaddr *)&sun, sl, 1000);
 		if (c >= 0) {
 			close(c);
 			snprintf(err, errlen, "cannot listen on %s: another server listens on it",

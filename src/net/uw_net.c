@@ -245,33 +245,63 @@ int uw_net_listen(const char *host, uint16_t port, int *fds, size_t max, size_t 
 	return ret;
 }
 
-static int connect_timed(const struct addrinfo *ai, int timeout_ms, int *fd_out)
+static int ms_left(uint64_t deadline);
+static uint64_t deadline_in(int timeout_ms);
+
+int uw_net_connect_sa(const struct sockaddr *sa, socklen_t sl, int timeout_ms)
 {
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-		if (errno != EINPROGRESS) {
-			int e = errno;
+	if (connect(fd, sa, sl) < 0) {
+		int e = errno;
+		/* A unix socket whose backlog is full answers EAGAIN: wait for it like a TCP
+		 * connection in progress. */
+		if (e != EINPROGRESS && e != EAGAIN) {
 			close(fd);
 			return -e;
 		}
-		struct pollfd p = {.fd = fd, .events = POLLOUT};
-		int r = poll(&p, 1, timeout_ms);
-		if (r <= 0) {
-			close(fd);
-			return r == 0 ? -ETIMEDOUT : -errno;
-		}
-		int soerr = 0;
-		socklen_t sl = sizeof soerr;
-		getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-		if (soerr) {
-			close(fd);
-			return -soerr;
+		if (e == EAGAIN) {
+			uint64_t deadline = deadline_in(timeout_ms);
+			while (connect(fd, sa, sl) < 0) {
+				if (errno != EAGAIN || ms_left(deadline) == 0) {
+					e = errno == EAGAIN ? ETIMEDOUT : errno;
+					close(fd);
+					return -e;
+				}
+				struct timespec ts = {0, 10 * 1000 * 1000};
+				nanosleep(&ts, NULL);
+			}
+		} else {
+			struct pollfd p = {.fd = fd, .events = POLLOUT};
+			int r;
+			do {
+				r = poll(&p, 1, timeout_ms);
+			} while (r < 0 && errno == EINTR);
+			if (r <= 0) {
+				e = r == 0 ? ETIMEDOUT : errno;
+				close(fd);
+				return -e;
+			}
+			int soerr = 0;
+			socklen_t l = sizeof soerr;
+			getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &l);
+			if (soerr) {
+				close(fd);
+				return -soerr;
+			}
 		}
 	}
 	int fl = fcntl(fd, F_GETFL);
 	fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+	return fd;
+}
+
+static int connect_timed(const struct addrinfo *ai, int timeout_ms, int *fd_out)
+{
+	int fd = uw_net_connect_sa(ai->ai_addr, ai->ai_addrlen, timeout_ms);
+	if (fd < 0)
+		return fd;
 	*fd_out = fd;
 	return 0;
 }

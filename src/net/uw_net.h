@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #define UW_NET_MAX_LISTEN 16
 
@@ -37,6 +38,13 @@ int uw_net_listen(const char *host, uint16_t port, int *fds, size_t max, size_t 
  */
 int uw_net_connect(const char *host, uint16_t port, int timeout_ms, int *fd, char *err,
                    size_t errlen);
+
+/**
+ * uw_net_connect_sa() - a fresh stream socket of sa's family connected to sa within timeout_ms
+ * (in progress: polled; a unix socket whose backlog is full: retried). Returns the fd, blocking
+ * and close-on-exec, or -errno (-ETIMEDOUT when the time ran out).
+ */
+int uw_net_connect_sa(const struct sockaddr *sa, socklen_t sl, int timeout_ms);
 
 /* TCP_NODELAY (small URBs must not wait for Nagle) and keepalive (dead peers release the device:
  * idle 30 s, then 3 probes 10 s apart). Returns 0 or UW_E_IO. */
