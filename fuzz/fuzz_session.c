@@ -940,7 +940,11 @@ static size_t mirror_limit(struct fz *f)
 		}
 		uint32_t msg = f->nmsg++;
 		if (c.hdr.command == UW_CMD_SUBMIT) {
+			/* The reply being read may point into subs: keep it pointing there. */
+			size_t cur = f->cur_sub ? (size_t)(f->cur_sub - f->subs) : 0;
 			f->subs = grow(f->subs, &f->capsubs, f->nsubs, sizeof *f->subs);
+			if (f->cur_sub)
+				f->cur_sub = &f->subs[cur];
 			struct sub *s = &f->subs[f->nsubs++];
 			*s = (struct sub){.seq = c.hdr.seqnum,
 			                  .msg = msg,
