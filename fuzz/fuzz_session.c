@@ -1498,6 +1498,9 @@ static void start_shutdown(void *arg)
  * libFuzzer wrote it (READ(10) with its data and CSW, READ CAPACITY likewise, two TEST UNIT
  * READY, an unlink of nothing, a WRITE(10) FUA of 8 blocks whose data stage is the next CBW, 7
  * bulk INs; 16 URBs in flight at most).
+ * Luck had a part: two more runs from the same seeds (-seed=12345, -seed=777) did not find it in
+ * 900 s (96642 runs) and 1256 s (251735 runs, where one stopped at a use-after-free of the
+ * harness itself instead: fuzz/corpus/session/harness-subs-grown-mid-reply).
  */
 #define SCRIPT_MAGIC0 0xb0
 #define SCRIPT_MAGIC1 0x75
