@@ -40,6 +40,10 @@
  *                    the device list, 2 it imports the first one's device (99-1 if none),
  *                    3 it imports another device; it stays connected until the teardown
  * The devid of busid 99-N is 99 << 16 | N.
+ * Client bytes that begin with 0xb0 0x75 are a storage script instead (see "Storage scripts"
+ * below): steps that expand into BOT commands, data stages and class requests for 99-4 with
+ * their completion timing, and a choice of small in-flight limits. fuzz/session.dict has the
+ * magic and the words of raw streams for emu:storage (run with -dict=fuzz/session.dict).
  *
  * Oracles beyond "no crash, no leak":
  *  - Every byte the server writes back decodes with the client-side decoders (uw_wire.h) in the
@@ -153,6 +157,7 @@ struct fz {
 	int epfd;                 /* the loop's epoll descriptor, or -1 if it could not be found */
 	bool busy;                /* the loop had work left at the end of the last round */
 	unsigned max_urbs;        /* the session budgets */
+	unsigned script_urbs;     /* a storage script's max_urbs, or 0 */
 	size_t max_bytes;
 	bool sd_done; /* uw_server_shutdown()'s callback ran */
 	int cfd, sfd;
@@ -935,7 +940,11 @@ static size_t mirror_limit(struct fz *f)
 		}
 		uint32_t msg = f->nmsg++;
 		if (c.hdr.command == UW_CMD_SUBMIT) {
+			/* The reply being read may point into subs: keep it pointing there. */
+			size_t cur = f->cur_sub ? (size_t)(f->cur_sub - f->subs) : 0;
 			f->subs = grow(f->subs, &f->capsubs, f->nsubs, sizeof *f->subs);
+			if (f->cur_sub)
+				f->cur_sub = &f->subs[cur];
 			struct sub *s = &f->subs[f->nsubs++];
 			*s = (struct sub){.seq = c.hdr.seqnum,
 			                  .msg = msg,
@@ -1384,7 +1393,7 @@ static void check_complete(struct fz *f, uint8_t cfg)
 	struct uw_server_stats st;
 	uw_server_get_stats(f->srv, &st);
 	if (!f->import_ok || st.sessions != 1 || st.imported != 1 || f->sent != f->len ||
-	    f->mpos != f->len || (cfg & 0x0f) != 0x0f)
+	    f->mpos != f->len || (cfg & 0x0f) != 0x0f || f->script_urbs)
 		return;
 	uint64_t mem = 0;
 	for (size_t i = 0; i < f->nsubs; i++)
@@ -1449,6 +1458,272 @@ static void start_shutdown(void *arg)
 	uw_server_shutdown(f->srv, 60000, shutdown_done, f);
 }
 
+/* ---- Storage scripts: a structured input for emu:storage ---------------------------------- */
+
+/*
+ * An input whose client bytes begin with the two bytes 0xb0 0x75 is a script, not the stream
+ * itself: its steps expand into a well-formed stream for emu:storage, so that mutation works on
+ * commands and their timing rather than on 31-byte CBWs inside 48-byte headers. The stream is
+ * then OP_REQ_IMPORT of 99-4 and SET_CONFIGURATION(1) (seqnum 1; the mode's prelude bits are
+ * ignored), then the steps, whose seqnums count on from 2. The byte after the magic: with bit 4
+ * set, max_urbs is 1 + bits 0-3 (so the session may pause at a small in-flight limit), else the
+ * configuration byte's choice. Each step is an opcode byte and its arguments (0 past the end);
+ * t is bits 24-31 of a URB's interval, the completion shim's timing:
+ *   op bits 5-7
+ *   0  a SCSI command, args sel lba t: the CBW on bulk OUT for sel bits 0-2 = TEST UNIT READY,
+ *      INQUIRY, READ CAPACITY(10), REQUEST SENSE, READ(10), WRITE(10), WRITE(10) with FUA,
+ *      SYNCHRONIZE CACHE(10); READ and WRITE of 1 + sel bits 3-5 blocks at lba. Unless op bit 0
+ *      is set, its data stage follows (bulk IN of the length, or bulk OUT with the data), with
+ *      timing t; with op bit 1 a 13-byte bulk IN for the CSW too, with timing t.
+ *   1  1 + op bits 0-3 bulk IN URBs, args len t: length {13, 31, 512, 1024, 4096, 0, 64, 65536}
+ *      by len bits 0-2
+ *   2  a bulk OUT URB of that length, args len fill (not a CBW: data, or garbage where a CBW is
+ *      due)
+ *   3  CMD_UNLINK of the seqnum 1 + op bits 0-4 before its own
+ *   4  a control request by op bits 0-2: Bulk-Only Mass Storage Reset, GET MAX LUN,
+ *      CLEAR_FEATURE(ENDPOINT_HALT) of 0x81, of 0x02, GET_DESCRIPTOR(device),
+ *      SET_CONFIGURATION(0), SET_CONFIGURATION(1), GET_STATUS; arg t
+ *   5  1 + op bits 0-4 raw bytes follow, copied into the stream as they are
+ *   6  a CBW with a raw CDB, args opcode flags len: bmCBWFlags = flags, the CDB opcode and its
+ *      byte 8 = opcode and len, dCBWDataTransferLength = 512 * (len & 7); no data stage
+ *   7  as 1
+ * How the scripts found a bug by themselves: on the code before "server: a completion never runs
+ * the session from inside the device that completes it", libFuzzer with raw streams did not find
+ * in 25 minutes that a completion of emu:storage arriving while the session was paused at its
+ * in-flight limit restarted the session from inside the device, whose pump() then ran
+ * re-entrantly and lost the URB of a WRITE(10)'s data stage (the device stayed imported after
+ * the client closed). With the scripts, fuzz/session.dict and only the six storage-script-*
+ * seeds of tools/gen-session-corpus.py, one fuzz_session process found it after 56048 runs (107
+ * seconds at 528 runs per second): fuzz/corpus/session/storage-reentry-found-by-fuzzer, kept as
+ * libFuzzer wrote it (READ(10) with its data and CSW, READ CAPACITY likewise, two TEST UNIT
+ * READY, an unlink of nothing, a WRITE(10) FUA of 8 blocks whose data stage is the next CBW, 7
+ * bulk INs; 16 URBs in flight at most).
+ * Luck had a part: two more runs from the same seeds (-seed=12345, -seed=777) did not find it in
+ * 900 s (96642 runs) and 1256 s (251735 runs, where one stopped at a use-after-free of the
+ * harness itself instead: fuzz/corpus/session/harness-subs-grown-mid-reply).
+ */
+#define SCRIPT_MAGIC0 0xb0
+#define SCRIPT_MAGIC1 0x75
+
+struct script {
+	uint8_t *out;
+	size_t len, cap;
+	uint32_t seq;
+	const uint8_t *in;
+	size_t n, pos;
+};
+
+static uint8_t script_arg(struct script *s)
+{
+	return s->pos < s->n ? s->in[s->pos++] : 0;
+}
+
+static uint8_t *script_room(struct script *s, size_t n)
+{
+	while (s->len + n > s->cap) {
+		size_t c = s->cap ? s->cap * 2 : 4096;
+		uint8_t *q = realloc(s->out, c);
+		if (!q)
+			abort();
+		s->out = q;
+		s->cap = c;
+	}
+	uint8_t *p = s->out + s->len;
+	s->len += n;
+	return p;
+}
+
+/* A CMD_SUBMIT to 99-4 (bulk or control) with `data` (OUT only, len bytes; NULL: zeros). */
+static void script_submit(struct script *s, uint32_t dir, uint32_t ep, uint32_t len, uint8_t t,
+                          const uint8_t setup[UW_SETUP_LEN], const uint8_t *data)
+{
+	uw_urb_hdr h = {.command = UW_CMD_SUBMIT,
+	                .seqnum = s->seq++,
+	                .devid = BUSNUM << 16 | (STDEV + 1),
+	                .direction = dir,
+	                .ep = ep};
+	h.u.submit.transfer_buffer_length = (int32_t)len;
+	h.u.submit.interval = (int32_t)((uint32_t)t << 24);
+	if (setup)
+		memcpy(h.u.submit.setup, setup, UW_SETUP_LEN);
+	uw_urb_hdr_encode(&h, script_room(s, UW_URB_HDR_LEN));
+	if (dir == UW_DIR_OUT && len) {
+		uint8_t *p = script_room(s, len);
+		if (data)
+			memcpy(p, data, len);
+		else
+			memset(p, 0, len);
+	}
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+/* A CBW on bulk OUT (endpoint 2), tagged with its seqnum. */
+static void script_cbw(struct script *s, uint32_t xfer_len, uint8_t flags, const uint8_t *cdb,
+                       uint8_t cdb_len)
+{
+	uint8_t cbw[31] = {0x55, 0x53, 0x42, 0x43};
+	put_le32(cbw + 4, s->seq);
+	put_le32(cbw + 8, xfer_len);
+	cbw[12] = flags;
+	cbw[14] = cdb_len;
+	memcpy(cbw + 15, cdb, cdb_len);
+	script_submit(s, UW_DIR_OUT, 2, sizeof cbw, 0, NULL, cbw);
+}
+
+static void script_scsi(struct script *s, uint8_t op)
+{
+	uint8_t sel = script_arg(s), lba = script_arg(s), t = script_arg(s);
+	uint32_t blocks = 1 + ((sel >> 3) & 7);
+	uint8_t cdb[16] = {0};
+	uint8_t cdb_len = 10;
+	uint32_t n = 0;
+	bool in = true;
+	switch (sel & 7) {
+	case 0: /* TEST UNIT READY */
+		cdb_len = 6;
+		break;
+	case 1: /* INQUIRY */
+		cdb[0] = 0x12;
+		cdb[4] = 36;
+		cdb_len = 6;
+		n = 36;
+		break;
+	case 2: /* READ CAPACITY(10) */
+		cdb[0] = 0x25;
+		n = 8;
+		break;
+	case 3: /* REQUEST SENSE */
+		cdb[0] = 0x03;
+		cdb[4] = 18;
+		cdb_len = 6;
+		n = 18;
+		break;
+	case 4: /* READ(10) */
+	case 5: /* WRITE(10) */
+	case 6: /* WRITE(10), FUA */
+		cdb[0] = (sel & 7) == 4 ? 0x28 : 0x2a;
+		cdb[1] = (sel & 7) == 6 ? 0x08 : 0;
+		cdb[5] = lba;
+		cdb[8] = (uint8_t)blocks;
+		n = blocks * 512u;
+		in = (sel & 7) == 4;
+		break;
+	default: /* SYNCHRONIZE CACHE(10) */
+		cdb[0] = 0x35;
+		break;
+	}
+	script_cbw(s, n, in && n ? 0x80 : 0, cdb, cdb_len);
+	if (!(op & 1) && n) {
+		if (in) {
+			script_submit(s, UW_DIR_IN, 1, n, t, NULL, NULL);
+		} else {
+			uint8_t *data = malloc(n);
+			if (!data)
+				abort();
+			memset(data, lba ^ 0x5a, n);
+			script_submit(s, UW_DIR_OUT, 2, n, t, NULL, data);
+			free(data);
+		}
+	}
+	if (op & 2)
+		script_submit(s, UW_DIR_IN, 1, 13, t, NULL, NULL);
+}
+
+static const uint32_t script_lens[8] = {13, 31, 512, 1024, 4096, 0, 64, 65536};
+
+static void script_control(struct script *s, uint8_t op)
+{
+	static const uint8_t setups[8][UW_SETUP_LEN] = {
+	    {0x21, 0xff, 0, 0, 0, 0, 0, 0},    /* Bulk-Only Mass Storage Reset */
+	    {0xa1, 0xfe, 0, 0, 0, 0, 1, 0},    /* GET MAX LUN */
+	    {0x02, 0x01, 0, 0, 0x81, 0, 0, 0}, /* CLEAR_FEATURE(ENDPOINT_HALT) 0x81 */
+	    {0x02, 0x01, 0, 0, 0x02, 0, 0, 0}, /* ... 0x02 */
+	    {0x80, 0x06, 0, 1, 0, 0, 18, 0},   /* GET_DESCRIPTOR(device) */
+	    {0x00, 0x09, 0, 0, 0, 0, 0, 0},    /* SET_CONFIGURATION(0) */
+	    {0x00, 0x09, 1, 0, 0, 0, 0, 0},    /* SET_CONFIGURATION(1) */
+	    {0x80, 0x00, 0, 0, 0, 0, 2, 0},    /* GET_STATUS */
+	};
+	const uint8_t *st = setups[op & 7];
+	uint32_t len = st[6] | (uint32_t)st[7] << 8;
+	script_submit(s, st[0] & 0x80 ? UW_DIR_IN : UW_DIR_OUT, 0, len, script_arg(s), st, NULL);
+}
+
+/* Expands the script in[0..n) (after the magic) into a stream; sets *max_urbs (0: the
+ * configuration byte's choice). */
+static uint8_t *script_expand(const uint8_t *in, size_t n, size_t *len, unsigned *max_urbs)
+{
+	struct script s = {.in = in, .n = n, .seq = 1};
+	uint8_t b = script_arg(&s);
+	*max_urbs = b & 0x10 ? 1u + (b & 15) : 0;
+	if (uw_op_req_import_encode(script_room(&s, UW_OP_REQ_IMPORT_LEN), UW_OP_REQ_IMPORT_LEN,
+	                            "99-4") != UW_OP_REQ_IMPORT_LEN)
+		abort();
+	static const uint8_t set_config[UW_SETUP_LEN] = {0x00, 9, 1, 0, 0, 0, 0, 0};
+	script_submit(&s, UW_DIR_OUT, 0, 0, 0, set_config, NULL);
+	while (s.pos < s.n) {
+		uint8_t op = script_arg(&s);
+		switch (op >> 5) {
+		case 0:
+			script_scsi(&s, op);
+			break;
+		case 2: {
+			uint32_t l = script_lens[script_arg(&s) & 7];
+			uint8_t *data = malloc(l ? l : 1);
+			if (!data)
+				abort();
+			memset(data, script_arg(&s), l);
+			script_submit(&s, UW_DIR_OUT, 2, l, 0, NULL, data);
+			free(data);
+			break;
+		}
+		case 3: {
+			uw_urb_hdr h = {.command = UW_CMD_UNLINK,
+			                .seqnum = s.seq,
+			                .devid = BUSNUM << 16 | (STDEV + 1)};
+			h.u.unlink.seqnum = s.seq - 1 - (op & 31);
+			s.seq++;
+			uw_urb_hdr_encode(&h, script_room(&s, UW_URB_HDR_LEN));
+			break;
+		}
+		case 4:
+			script_control(&s, op);
+			break;
+		case 5: {
+			size_t k = 1 + (op & 31);
+			for (size_t i = 0; i < k; i++) {
+				uint8_t v = script_arg(&s);
+				*script_room(&s, 1) = v;
+			}
+			break;
+		}
+		case 6: {
+			uint8_t opc = script_arg(&s), flags = script_arg(&s), l = script_arg(&s);
+			uint8_t cdb[16] = {opc};
+			cdb[8] = l;
+			script_cbw(&s, 512u * (l & 7), flags, cdb, 10);
+			break;
+		}
+		default: {
+			unsigned k = 1 + (op & 15);
+			uint32_t l = script_lens[script_arg(&s) & 7];
+			uint8_t t = script_arg(&s);
+			for (unsigned i = 0; i < k; i++)
+				script_submit(&s, UW_DIR_IN, 1, l, t, NULL, NULL);
+			break;
+		}
+		}
+	}
+	*len = s.len;
+	return s.out; /* never NULL: it has the import at least */
+}
+
 static const size_t chunks[8] = {0, 1, 3, 8, 40, 48, 100, 512};
 static const unsigned max_urbs[4] = {1, 3, 16, 1024};
 static const size_t max_bytes[4] = {1, 16u << 10, 1u << 20, 64u << 20};
@@ -1456,6 +1731,10 @@ static const size_t max_bytes[4] = {1, 16u << 10, 1u << 20, 64u << 20};
 /* The stream: the prelude the mode asks for, then the input. */
 static void build_stream(struct fz *f, unsigned prelude, const uint8_t *data, size_t size)
 {
+	if (size >= 2 && data[0] == SCRIPT_MAGIC0 && data[1] == SCRIPT_MAGIC1) {
+		f->stream = script_expand(data + 2, size - 2, &f->len, &f->script_urbs);
+		return;
+	}
 	uint8_t pre[UW_OP_REQ_IMPORT_LEN + UW_URB_HDR_LEN];
 	size_t n = 0;
 	if (prelude) {
@@ -1496,7 +1775,7 @@ static void setup(struct fz *f, uint8_t cfg)
 		abort();
 	f->epfd = probe >= 0 && is_epoll_fd(probe) ? probe : -1;
 	f->log = (uw_logger){.fn = log_line, .level = UW_LOG_DEBUG};
-	f->max_urbs = max_urbs[cfg & 3];
+	f->max_urbs = f->script_urbs ? f->script_urbs : max_urbs[cfg & 3];
 	f->max_bytes = max_bytes[(cfg >> 2) & 3];
 	struct uw_server_config sc = {.loop = f->loop,
 	                              .log = f->log,

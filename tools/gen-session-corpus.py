@@ -6,7 +6,8 @@ Each seed is a mode byte, a configuration byte and a client's byte stream (see t
 fuzz/fuzz_session.c): imports, control requests, bulk, interrupt and isochronous URBs to the
 emulated sink (99-1) and serial port (99-2) and to the scripted device (99-3), unlinks of URBs in
 flight and of answered ones, a device list, refused imports, byte-by-byte delivery, budgets that
-pause the session, a second client, and each way a session ends.
+pause the session, a second client, each way a session ends, and storage scripts for
+emu:storage (99-4; see "Storage scripts" in fuzz/fuzz_session.c).
 Usage: tools/gen-session-corpus.py [OUTDIR]  (existing seeds with other names are kept)
 """
 import os
@@ -67,6 +68,11 @@ def script(when=0, cancel=0, status=0, amount=0, ticks=0, extra=0, unplug=False)
     """The `interval` word that scripts a URB to 99-3."""
     return (when | cancel << 2 | status << 4 | ticks << 8 | amount << 12 | (1 << 14 if unplug
             else 0) | extra << 16)
+
+
+def storage_script(limit, steps):
+    """A storage script: its magic, the limit byte, the steps (bytes)."""
+    return bytes([0xb0, 0x75, limit]) + bytes(steps)
 
 
 def seeds():
@@ -171,6 +177,20 @@ def seeds():
     # Big IN transfers read lazily through small socket buffers, with a tight byte budget.
     s["sink-lazy-big"] = mode(prelude=2, lazy=True) + config(mem=1, small=True) + b"".join(
         submit(10 + i, 1, 1, IN, 256 << 10) for i in range(4))
+    # Storage scripts (see "Storage scripts" in fuzz/fuzz_session.c): plain commands one after
+    # another, a READ whose data reaches the server a round late, class requests and an unlink,
+    # and a small in-flight limit.
+    s["storage-script-identify"] = mode() + config() + storage_script(
+        0, [0x02, 1, 0, 0, 0x02, 2, 0, 0, 0x02, 0, 0, 0, 0x02, 3, 0, 0])
+    s["storage-script-read-write"] = mode() + config() + storage_script(
+        0, [0x02, 4, 0, 0, 0x02, 5 | 8, 3, 0, 0x02, 4 | 8, 3, 0])
+    s["storage-script-fua-sync"] = mode() + config() + storage_script(
+        0, [0x02, 6, 7, 0, 0x02, 7, 0, 0, 0x02, 4, 7, 0])
+    s["storage-script-read-late"] = mode() + config() + storage_script(0, [0x02, 4, 1, 0x10])
+    s["storage-script-control"] = mode() + config() + storage_script(
+        0, [0x81, 0, 0x80, 0, 0x82, 0, 0xe0, 2, 0, 0x60, 0x83, 0])
+    s["storage-script-small-limit"] = mode() + config(urbs=0) + storage_script(
+        0x10 | 3, [0x02, 1, 0, 0, 0x02, 4, 0, 0])
     return s
 
 
