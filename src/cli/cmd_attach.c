@@ -696,6 +696,9 @@ static int attach_listen(const struct opts *o)
 		cli_err("attach: --listen: %s", err);
 		return 2;
 	}
+	/* Signals first: one that came after the socket file exists would leave it behind. */
+	if (!catch_signals())
+		return 1;
 	int fds[UW_NET_MAX_LISTEN];
 	size_t nfd = 0;
 	if (uw_addr_listen(&addr, fds, UW_NET_MAX_LISTEN, &nfd, err, sizeof err)) {
@@ -704,8 +707,6 @@ static int attach_listen(const struct opts *o)
 	}
 	char sockfile[UW_ADDR_PATH_MAX + 16];
 	bool has_file = uw_addr_listen_path(&addr, sockfile, sizeof sockfile);
-	if (!catch_signals())
-		return 1;
 	char name[UW_ADDR_PATH_MAX + 300];
 	uw_addr_format(&addr, name, sizeof name);
 	uw_logf(&lg, UW_LOG_INFO,
@@ -746,8 +747,15 @@ static int attach_listen(const struct opts *o)
 			if (!(p[i].revents & POLLIN))
 				continue;
 			int c = accept4(fds[i], NULL, NULL, SOCK_CLOEXEC);
-			if (c < 0)
+			if (c < 0) {
+				/* Out of descriptors, the connection stays in the backlog and the
+				 * listener stays readable: wait instead of spinning on it. */
+				short rev = 0;
+				if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+				    errno == ENOMEM)
+					wait_or_signal(WATCH_MS, -1, &rev);
 				continue;
+			}
 			uw_net_tune(c);
 			listen_one(o, c, v, &n, &lg);
 		}
