@@ -225,7 +225,7 @@ static void on_result(void *arg)
 	}
 	c->d = d;
 	if (uw_server_add_connection_watched(d->srv, fd, on_conn, c) != UW_OK) {
-		free(c); /* the server closed fd and logged why */
+		free(c); /* the server closed fd (it never calls the watch of a refused one) */
 		schedule_retry(d);
 		return;
 	}

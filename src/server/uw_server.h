@@ -79,7 +79,8 @@ enum uw_conn_event {
 	UW_CONN_CLOSED,   /* the connection is gone (after its last reply) */
 };
 /* A watch on one connection. Called on the loop thread from inside the server: it must not call
- * the server (post a loop task for that). CLOSED is the last call. */
+ * the server (post a loop task for that). CLOSED is the last call; uw_server_free() calls none
+ * (the owner of arg frees it then). */
 typedef void (*uw_conn_watch)(void *arg, enum uw_conn_event ev);
 
 /**
