@@ -193,20 +193,23 @@ class Capture:
         # verified those.
         flt = (f"_ws.malformed || _ws.expert.severity >= {EXPERT_ERROR} || "
                "usbip.unsupported_version")
-        bad = self._tshark(seg, "-Y", f"tcp && ({flt})")
+        # Frame numbers only: a summary line's Info column can hold payload bytes, newlines
+        # included (a disk's random data), which would split it.
+        bad = [int(x) for x in self._tshark(seg, "-Y", f"tcp && ({flt})", "-T", "fields",
+                                            "-e", "frame.number").split() if x.isdigit()]
         detail = {}
-        if bad.strip():
+        if bad:
             for line in self._tshark(seg, "-Y", flt, "-T", "fields", "-e", "frame.number",
                                      "-e", "_ws.expert.message").splitlines():
                 fno, _, msg = line.partition("\t")
-                detail[int(fno)] = msg
+                if fno.isdigit():
+                    detail[int(fno)] = msg.encode("unicode_escape", "replace").decode()
         tolerated = []
-        for line in bad.splitlines():
-            fno = int(line.split()[0])
+        for fno in bad:
             if fno in ambiguous:
                 tolerated.append(fno)
             else:
-                problems.append(f"malformed/error: {line.strip()}  [{detail.get(fno, '')}]")
+                problems.append(f"malformed/error: frame {fno}  [{detail.get(fno, '')}]")
         out = self._tshark(seg, "-Y", "usbip", "-T", "fields", "-E", "occurrence=a",
                            "-E", "aggregator=,", "-E", "separator=|",
                            "-e", "frame.number", "-e", "usbip.operation", "-e", "usbip.urb")
